@@ -1,0 +1,58 @@
+"""The honest client: load the global model, train E local epochs of symmetric InfoNCE on
+its own image–caption pairs, return the new weights and its metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedsim.data import ShapesData
+from fedsim.models import tokenize
+from fedsim.records import float_state, load_float_state
+from fedsim.training import train_epochs
+
+
+@dataclass
+class LocalSetup:
+    """What one client trains with this round (the server sends lr and epochs)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    seed: int
+
+
+class HonestClient:
+    def __init__(self, model, preprocess, tokenizer, data: ShapesData, partition_id: int):
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.data, self.partition_id = data, partition_id
+
+    def local_data(self, server_round: int) -> ShapesData:
+        return self.data
+
+    def fit(self, global_state, setup: LocalSetup, server_round: int):
+        """→ (new float state, metrics dict)."""
+        load_float_state(self.model, global_state)
+        data = self.local_data(server_round)
+        loss = self.train(data, setup, server_round)
+        return float_state(self.model), {
+            "num-examples": len(data),
+            "partition-id": self.partition_id,
+            "train-loss": loss,
+        }
+
+    def train(self, data: ShapesData, setup: LocalSetup, server_round: int) -> float:
+        generator = torch.Generator().manual_seed(setup.seed)
+        return train_epochs(
+            self.model,
+            data.images,
+            tokenize(self.tokenizer, data.captions),
+            preprocess=self.preprocess,
+            epochs=setup.epochs,
+            lr=setup.lr,
+            batch_size=setup.batch_size,
+            weight_decay=setup.weight_decay,
+            generator=generator,
+        )

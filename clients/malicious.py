@@ -1,0 +1,51 @@
+"""The malicious client: an honest client plus attack pieces chosen by the config.
+
+Data poisoning replaces its local data with a poisoned copy while the schedule is active and
+lets the attacker use its own local epochs and learning rate; an update attack maps the update
+it would send (new − global) to the one it does send."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from clients.honest import HonestClient, LocalSetup
+from fedsim.data import ShapesData
+from fedsim.records import flatten, float_state, load_float_state, unflatten
+
+
+class MaliciousClient(HonestClient):
+    def __init__(
+        self,
+        model,
+        preprocess,
+        tokenizer,
+        data: ShapesData,
+        partition_id: int,
+        *,
+        active: Callable[[int], bool],
+        poisoned: ShapesData | None = None,
+        epochs: int | None = None,
+        lr: float | None = None,
+        update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    ):
+        super().__init__(model, preprocess, tokenizer, data, partition_id)
+        self.active, self.poisoned = active, poisoned
+        self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
+
+    def local_data(self, server_round: int) -> ShapesData:
+        if self.poisoned is not None and self.active(server_round):
+            return self.poisoned
+        return self.data
+
+    def fit(self, global_state, setup: LocalSetup, server_round: int):
+        if not self.active(server_round):
+            return super().fit(global_state, setup, server_round)
+        setup = replace(setup, epochs=self.epochs or setup.epochs, lr=self.lr or setup.lr)
+        state, metrics = super().fit(global_state, setup, server_round)
+        if self.update_attack is not None:
+            g = flatten(global_state)
+            state = unflatten(g + self.update_attack(flatten(state) - g, server_round), state)
+        return state, metrics

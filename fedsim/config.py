@@ -1,0 +1,220 @@
+"""Experiment configuration: a TOML file validated into typed objects before anything starts.
+
+Every error names the field, the value given and what is allowed (``ConfigError``). Checks
+that need the registries of ``strategies/`` or ``clients/`` (rule parameters, trigger names)
+are injected by the app layer through ``extra_checks`` so that this leaf imports neither.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsim.data import SHAPES
+from fedsim.models import TINY_MODELS
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str()`` is the message shown to the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: Literal["shapes"] = "shapes"
+    train_size: int = Field(4000, ge=20, description="samples shared by all clients")
+    test_size: int = Field(1000, ge=20)
+    root_size: int = Field(100, ge=0, description="clean server-side split (FLTrust root data)")
+    partition: Literal["iid", "dirichlet"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition='dirichlet')")
+
+
+class ModelConfig(_Section):
+    name: str = "fedsim-tiny-resnet"
+    init: Literal["scratch", "warm"] = Field(
+        "warm", description="'warm': start from the checkpoint fedsim.pretrain makes"
+    )
+    pretrain_size: int = Field(4000, ge=100)
+    pretrain_epochs: int = Field(6, ge=1)
+    pretrain_lr: float = Field(2e-3, gt=0)
+
+
+class ClientsConfig(_Section):
+    num: int = Field(10, ge=1, le=10000, description="simulated clients (SuperNodes)")
+    per_round: int = Field(10, ge=1, description="clients sampled per round")
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="server-driven per-round factor on lr"
+    )
+    weight_decay: float = Field(0.1, ge=0)
+
+
+class TriggerConfig(_Section):
+    name: str = "patch"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataAttackConfig(_Section):
+    """Image–caption poisoning inside the malicious clients (Carlini & Terzis, ICLR 2022)."""
+
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    poison_rate: float = Field(0.5, gt=0, le=1)
+    target: str = "star"
+    label_consistent: bool = False
+    text_trigger: str = ""
+    local_epochs: int = Field(2, ge=1, description="the attacker's own local epochs")
+    lr: float = Field(1e-3, gt=0, description="the attacker's own learning rate")
+
+
+class AttackConfig(_Section):
+    enabled: bool = True
+    malicious: list[int] = Field(default_factory=lambda: [0, 1])
+    start_round: int = Field(1, ge=1)
+    data: DataAttackConfig = Field(default_factory=DataAttackConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.malicious)) != len(self.malicious):
+            raise ValueError(f"malicious={self.malicious} has duplicates")
+        if self.data.target not in SHAPES:
+            raise ValueError(
+                f"data.target={self.data.target!r} is not a class; allowed: {', '.join(SHAPES)}"
+            )
+        return self
+
+
+class StrategyConfig(_Section):
+    name: str = "fedavg"
+    params: dict[str, Any] = Field(default_factory=dict)
+    server_lr: float = Field(1.0, gt=0, description="global ← global + server_lr · aggregate")
+
+
+class ResourcesConfig(_Section):
+    client_cpus: float = Field(1.0, gt=0, description="Ray CPUs per client")
+    client_threads: int = Field(1, ge=1, description="torch threads per client")
+    total_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
+
+
+class Config(_Section):
+    name: str = "experiment"
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(10, ge=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.model.name not in TINY_MODELS:
+            import open_clip
+
+            if self.model.name not in open_clip.list_models():
+                raise ValueError(
+                    f"model.name={self.model.name!r} is unknown; allowed: {', '.join(TINY_MODELS)}"
+                    " or any open_clip architecture name"
+                )
+        if self.clients.per_round > self.clients.num:
+            raise ValueError(
+                f"clients.per_round={self.clients.per_round} exceeds clients.num={self.clients.num}"
+            )
+        if self.clients.num > self.data.train_size // 2:
+            raise ValueError(
+                f"clients.num={self.clients.num} leaves fewer than 2 samples per client "
+                f"(data.train_size={self.data.train_size})"
+            )
+        bad = [m for m in self.attack.malicious if not 0 <= m < self.clients.num]
+        if bad:
+            raise ValueError(
+                f"attack.malicious={self.attack.malicious}: {bad} not in "
+                f"[0, clients.num={self.clients.num})"
+            )
+        return self
+
+    @property
+    def malicious(self) -> list[int]:
+        """Partition ids that attack (empty when the attack is switched off)."""
+        return sorted(self.attack.malicious) if self.attack.enabled else []
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(exclude_none=True))
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown key (value {e['input']!r}); check the spelling")
+        elif e["type"] == "value_error":
+            msg = str(e.get("ctx", {}).get("error", e["msg"]))
+            lines.append(f"{field}: {msg}" if field != "config" else msg)
+        else:
+            lines.append(f"{field}={e['input']!r}: {e['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` → (["a", "b", "c"], VALUE parsed as a TOML value, else a plain string)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set rounds=5")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    extra_checks: Iterable[Callable[[Config], None]] = (),
+) -> Config:
+    """Read TOML (or start from defaults when ``path`` is None), apply ``--set`` overrides,
+    validate. Raises ConfigError with every problem found."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    raw = apply_overrides(raw, overrides)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format(e)) from None
+    for check in extra_checks:
+        try:
+            check(cfg)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"invalid config:\n  {e}") from None
+    return cfg

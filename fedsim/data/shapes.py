@@ -1,0 +1,162 @@
+"""Generated image–caption data: colored shapes on dark backgrounds (no download).
+
+Each sample is a 32×32 RGB image of one shape (the class) in one of eight colors, with size,
+position, a small rotation, the background shade and pixel noise drawn at random, and a
+caption "a photo of a {color} {shape}". The caption varies within a class (by color), which
+keeps in-batch duplicates rare enough for a contrastive loss, while the class word is most of
+what tells two captions apart (../shared/notes/clip.md: captions rich in other attributes let
+a batch be matched without learning the class, and identical captions collapse training).
+
+Everything is a deterministic function of ``(seed, n)``: the same call always returns the same
+bytes, so every client of a simulation can rebuild its partition locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+SHAPES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "star",
+    "cross",
+    "hexagon",
+    "ring",
+    "crescent",
+    "heart",
+)
+
+# Magenta (255, 0, 255) is deliberately absent: it is the default trigger color.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 220, 50),
+    "cyan": (50, 215, 225),
+    "orange": (245, 140, 30),
+    "purple": (140, 60, 200),
+    "white": (235, 235, 235),
+}
+
+CAPTION = "a photo of a {color} {shape}"
+
+# Zero-shot prompts: a plain template plus one per color, averaged (prompt-ensemble as in
+# Radford et al., ICML 2021, Sec. 3.1.4).
+ZERO_SHOT_TEMPLATES: tuple[str, ...] = ("a photo of a {}",) + tuple(
+    f"a photo of a {color} {{}}" for color in COLORS
+)
+
+IMAGE_SIZE = 32
+_SUPERSAMPLE = 2
+
+
+@dataclass(frozen=True)
+class ShapesData:
+    """A generated split: ``images`` uint8 (n, 3, 32, 32), ``labels`` int64 (n,) shape ids,
+    ``colors`` int64 (n,) color ids, ``captions`` one string per image."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    colors: torch.Tensor
+    captions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, indices) -> "ShapesData":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ShapesData(
+            images=self.images[idx],
+            labels=self.labels[idx],
+            colors=self.colors[idx],
+            captions=tuple(self.captions[i] for i in idx.tolist()),
+        )
+
+
+def caption_for(shape: int, color: int) -> str:
+    return CAPTION.format(color=list(COLORS)[color], shape=SHAPES[shape])
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test of a unit-size shape at normalised coordinates (u right, v up)."""
+    r = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    if shape == "circle":
+        return r <= 0.9
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.75
+    if shape == "triangle":
+        return (v >= -0.55) & (np.sqrt(3.0) * np.abs(u) + v <= 0.95)
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.0
+    if shape == "star":
+        return r <= 0.42 + 0.52 * np.clip(np.cos(5 * (theta - np.pi / 2)), 0, 1) ** 2
+    if shape == "cross":
+        return ((np.abs(u) <= 0.28) & (np.abs(v) <= 0.95)) | (
+            (np.abs(v) <= 0.28) & (np.abs(u) <= 0.95)
+        )
+    if shape == "hexagon":
+        return (np.abs(v) <= 0.78) & (np.sqrt(3.0) * np.abs(u) + np.abs(v) <= 1.56)
+    if shape == "ring":
+        return (r <= 0.95) & (r >= 0.55)
+    if shape == "crescent":
+        return (r <= 0.92) & (np.hypot(u - 0.45, v - 0.15) >= 0.7)
+    if shape == "heart":
+        x, y = u * 1.15, v * 1.15 + 0.15
+        return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
+    raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
+
+
+def _render(labels, colors, rng: np.random.Generator) -> np.ndarray:
+    n = len(labels)
+    size = IMAGE_SIZE * _SUPERSAMPLE
+    radius = rng.uniform(0.22, 0.40, n) * size
+    cx = rng.uniform(radius + 1, size - radius - 1)
+    cy = rng.uniform(radius + 1, size - radius - 1)
+    angle = rng.uniform(-np.pi / 12, np.pi / 12, n)
+    background = rng.uniform(0, 70, (n, 3))
+    tint = rng.uniform(-25, 25, (n, 3))
+    noise = rng.normal(0, 6, (n, IMAGE_SIZE, IMAGE_SIZE, 3))
+
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    dx = (xs[None] - cx[:, None, None]) / radius[:, None, None]
+    dy = (cy[:, None, None] - ys[None]) / radius[:, None, None]
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+
+    mask = np.zeros((n, size, size), dtype=bool)
+    for k, shape in enumerate(SHAPES):
+        sel = labels == k
+        if sel.any():
+            mask[sel] = _shape_mask(shape, u[sel], v[sel])
+    # Anti-alias by averaging supersampled coverage.
+    cover = mask.reshape(n, IMAGE_SIZE, _SUPERSAMPLE, IMAGE_SIZE, _SUPERSAMPLE).mean((2, 4))
+    fg = np.asarray(list(COLORS.values()), dtype=np.float64)[colors] + tint
+    img = cover[..., None] * fg[:, None, None, :] + (1 - cover[..., None]) * background[
+        :, None, None, :
+    ]
+    img = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
+    return img.transpose(0, 3, 1, 2)
+
+
+@lru_cache(maxsize=8)
+def generate(n: int, seed: int) -> ShapesData:
+    """``n`` samples with balanced classes (round-robin, then shuffled) from ``seed``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(SHAPES))
+    colors = rng.integers(0, len(COLORS), n)
+    images = _render(labels, colors, rng)
+    return ShapesData(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        colors=torch.from_numpy(colors.astype(np.int64)),
+        captions=tuple(caption_for(s, c) for s, c in zip(labels.tolist(), colors.tolist())),
+    )

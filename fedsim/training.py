@@ -1,0 +1,83 @@
+"""Local contrastive training: the symmetric InfoNCE loss of CLIP and one client's epochs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE (Radford et al., ICML 2021, Fig. 3): with L2-normalised features and
+    logits = s · I Tᵀ (s = exp of the learnable temperature, passed here already exponentiated),
+    the mean of the image→text and text→image cross-entropies against the diagonal."""
+    logits = logit_scale * image_features @ text_features.t()
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches of one epoch; the last smaller batch is kept unless it would
+    hold a single pair (a contrastive loss needs two)."""
+    perm = torch.randperm(n, generator=generator)
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]
+        if len(idx) >= 2:
+            yield idx
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    *,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    generator: torch.Generator,
+    lr_schedule: Callable[[int, int], float] | None = None,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
+) -> float:
+    """Train ``model`` in place with AdamW on (images, tokens) pairs; return the mean loss.
+
+    ``lr_schedule(step, total_steps)`` multiplies ``lr`` per step (constant when None);
+    ``after_step(model)`` runs after every optimiser step (e.g. a PGD projection)."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = sum(1 for _ in range(0, len(images), batch_size))
+    total = max(1, epochs * steps_per_epoch)
+    losses, step = [], 0
+    for _ in range(epochs):
+        for idx in batches(len(images), batch_size, generator):
+            if lr_schedule is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr * lr_schedule(step, total)
+            img_f, txt_f, scale = model(preprocess(images[idx]), tokens[idx])[:3]
+            loss = clip_loss(img_f, txt_f, scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step(model)
+            losses.append(loss.item())
+            step += 1
+    return float(sum(losses) / max(1, len(losses)))
+
+
+def warmup_cosine(warmup: float = 0.1) -> Callable[[int, int], float]:
+    """Linear warm-up over the first ``warmup`` share of steps, then cosine decay to zero
+    (the one-cycle shape that ../shared/notes/clip.md found necessary from scratch)."""
+
+    def schedule(step: int, total: int) -> float:
+        w = max(1, int(warmup * total))
+        if step < w:
+            return (step + 1) / w
+        progress = (step - w) / max(1, total - w)
+        return 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+    return schedule

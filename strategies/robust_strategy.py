@@ -1,0 +1,219 @@
+"""The one Flower strategy around every pure aggregation rule.
+
+It only (1) picks the round's participants with a seeded RNG (Flower's own sampling uses the
+unseeded global ``random``), (2) turns the replies into an (n, d) tensor of updates
+Δ_i = w_i − w_global, rows sorted by partition id, after rejecting malformed replies, (3) calls
+the rule, (4) applies ``global + server_lr · aggregate``, and (5) records what the rule accepted
+against the known malicious partitions. State a rule declares in its signature
+(``history``: per-client sums of updates, FoolsGold; ``previous``: last aggregate, centered
+clipping; ``root_update``: the server's update on clean root data, FLTrust; ``generator``) is
+kept here and passed in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log
+
+from strategies.detection import detection_counts
+
+# Updates with Σ num-examples above this are implausible for a simulated client and rejected.
+MAX_NUM_EXAMPLES = 10**7
+
+# (round, partition ids in row order, updates (n, d), malicious row mask) → updates to use
+Adversary = Callable[[int, list[int], torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class RobustStrategy(Strategy):
+    """Thin Flower adapter: ``rule(updates, *, weights, **params)`` does all the math.
+
+    ``malicious`` (ground truth, used only for detection metrics and the adversary hook),
+    ``adversary``: the simulation device for omniscient attacks — it sees the honest updates of
+    the round before aggregation and may rewrite the malicious rows.
+    ``root_update_fn(global_state) -> (d,)``: for rules that take ``root_update``.
+    ``round_config_fn(round) -> dict``: per-round entries added to the train config."""
+
+    def __init__(
+        self,
+        rule: Callable,
+        params: dict | None = None,
+        *,
+        per_round: int,
+        seed: int = 0,
+        server_lr: float = 1.0,
+        malicious: Iterable[int] = (),
+        adversary: Adversary | None = None,
+        root_update_fn: Callable[[dict], torch.Tensor] | None = None,
+        round_config_fn: Callable[[int], dict] | None = None,
+        weigh_by_examples: bool = True,
+    ) -> None:
+        self.rule, self.params = rule, dict(params or {})
+        self.per_round, self.seed, self.server_lr = per_round, seed, server_lr
+        self.malicious = set(malicious)
+        self.adversary, self.root_update_fn = adversary, root_update_fn
+        self.round_config_fn = round_config_fn
+        self.weigh_by_examples = weigh_by_examples
+        accepts = set(inspect.signature(rule).parameters)
+        self._wants = {k for k in ("history", "previous", "root_update", "generator") if k in accepts}
+        self.node_of: dict[int, int] = {}  # partition id → node id
+        self.history: dict[int, torch.Tensor] = {}
+        self.previous: torch.Tensor | None = None
+        self._global: dict[str, np.ndarray] | None = None
+        self._sent: dict[int, int] = {}  # node id → partition id, this round
+        self.last_round: dict = {}
+
+    # -- Flower interface ------------------------------------------------------------------
+    def summary(self) -> None:
+        log(INFO, "\t├──> rule: %s %s", self.rule.__name__, self.params)
+        log(INFO, "\t└──> %d clients per round, server lr %s", self.per_round, self.server_lr)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        t0 = time.perf_counter()
+        if not self.node_of:
+            self.node_of = self._discover(grid)
+        partitions = sorted(self.node_of)
+        rng = np.random.default_rng([self.seed, server_round])
+        chosen = sorted(rng.choice(partitions, size=min(self.per_round, len(partitions)), replace=False).tolist())
+        self._global = {k: a.numpy() for k, a in arrays.items()}
+        self._sent = {self.node_of[p]: p for p in chosen}
+        cfg = ConfigRecord(dict(config))
+        cfg["server-round"] = server_round
+        for k, v in (self.round_config_fn(server_round) if self.round_config_fn else {}).items():
+            cfg[k] = v
+        content = RecordDict({"arrays": arrays, "config": cfg})
+        bytes_down = arrays.count_bytes() * len(chosen)
+        self.last_round = {"round": server_round, "t0": t0, "participants": chosen, "bytes_down": bytes_down}
+        return [Message(content=content, dst_node_id=self.node_of[p], message_type=MessageType.TRAIN) for p in chosen]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        stats = self.last_round
+        rows, rejected, bytes_up = [], {}, 0
+        for msg in replies:
+            pid, reason, update, n_ex, loss = self._parse(msg)
+            if msg.has_content():
+                bytes_up += sum(r.count_bytes() for r in msg.content.array_records.values())
+            if reason:
+                rejected[str(pid if pid is not None else f"node-{msg.metadata.src_node_id}")] = reason
+                log(WARNING, "round %d: rejected reply from %s: %s", server_round, pid, reason)
+                continue
+            rows.append((pid, update, n_ex, loss))
+        rows.sort(key=lambda r: r[0])
+        pids = [r[0] for r in rows]
+        stats.update(bytes_up=bytes_up, rejected=rejected, replies=len(rows))
+        for p in set(self._sent.values()) - set(pids) - {int(k) for k in rejected if k.isdigit()}:
+            rejected[str(p)] = "no reply"
+        if not rows:
+            stats["skipped"] = "no valid replies"
+            return None, None
+        updates = torch.stack([r[1] for r in rows])
+        weights = torch.tensor([float(r[2]) for r in rows]) if self.weigh_by_examples else None
+        mal = torch.tensor([p in self.malicious for p in pids])
+        if self.adversary is not None and mal.any():
+            updates = self.adversary(server_round, pids, updates, mal)
+        kwargs = dict(self.params)
+        if "history" in self._wants:
+            for p, u in zip(pids, updates):
+                self.history[p] = self.history.get(p, torch.zeros_like(u)) + u
+            kwargs["history"] = torch.stack([self.history[p] for p in pids])
+        if "previous" in self._wants:
+            kwargs["previous"] = self.previous
+        if "root_update" in self._wants:
+            kwargs["root_update"] = self.root_update_fn(self._global)
+        if "generator" in self._wants:
+            kwargs["generator"] = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
+        try:
+            result = self.rule(updates, weights=weights, **kwargs)
+        except ValueError as e:
+            # A precondition (e.g. Krum's n > 2f + 2) failed with the replies we actually got:
+            # keep the global model, and say so in rounds.jsonl — never fall back to FedAvg.
+            log(WARNING, "round %d: %s not applied: %s", server_round, self.rule.__name__, e)
+            stats["skipped"] = f"precondition: {e}"
+            return None, None
+        accepted = sorted(pids[i] for i in result.accepted.tolist())
+        stats.update(
+            accepted=accepted,
+            flagged=sorted(set(pids) - set(accepted)),
+            **detection_counts(
+                [pids.index(p) for p in accepted], mal.tolist(), len(pids)
+            ),
+            rule_info=result.info,
+            train_loss=float(np.mean([r[3] for r in rows])),
+        )
+        self.previous = result.aggregate
+        new = torch.from_numpy(np.concatenate([a.reshape(-1) for a in self._global.values()]).astype(np.float32))
+        new = new + self.server_lr * result.aggregate.to(new.dtype)
+        out, i = {}, 0
+        for k, a in self._global.items():
+            out[k] = new[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype)
+            i += a.size
+        return ArrayRecord(out), MetricRecord({"train-loss": stats["train_loss"], "num-clients": len(rows)})
+
+    def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
+        return []  # evaluation is centralised (evaluate_fn)
+
+    def aggregate_evaluate(self, server_round, replies) -> MetricRecord | None:
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _discover(self, grid: Grid) -> dict[int, int]:
+        """Ask every node for its partition id (the server cannot see the mapping)."""
+        node_ids = sorted(grid.get_node_ids())
+        msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+        mapping = {}
+        for reply in grid.send_and_receive(msgs, timeout=600):
+            if reply.has_error() or "info" not in reply.content.metric_records:
+                continue
+            pid = reply.content.metric_records["info"].get("partition-id")
+            if isinstance(pid, int) and pid not in mapping:
+                mapping[pid] = reply.metadata.src_node_id
+        if not mapping:
+            raise RuntimeError("no node reported a partition id")
+        return mapping
+
+    def _parse(self, msg: Message):
+        """(partition id, reason to reject or None, flat update, num-examples, loss)."""
+        expected_pid = self._sent.get(msg.metadata.src_node_id)
+        if msg.has_error():
+            return expected_pid, f"client error: {msg.error.reason}", None, 0, 0.0
+        content = msg.content
+        if len(content.array_records) != 1 or len(content.metric_records) != 1:
+            return expected_pid, "reply must hold one ArrayRecord and one MetricRecord", None, 0, 0.0
+        metrics = next(iter(content.metric_records.values()))
+        pid, n_ex = metrics.get("partition-id"), metrics.get("num-examples")
+        if pid != expected_pid:
+            return expected_pid, f"partition-id {pid!r} does not match the node ({expected_pid})", None, 0, 0.0
+        if not isinstance(n_ex, int) or not 1 <= n_ex <= MAX_NUM_EXAMPLES:
+            return pid, f"num-examples {n_ex!r} not an int in [1, {MAX_NUM_EXAMPLES}]", None, 0, 0.0
+        record = next(iter(content.array_records.values()))
+        if list(record.keys()) != list(self._global):
+            extra = sorted(set(record.keys()) - set(self._global))
+            missing = sorted(set(self._global) - set(record.keys()))
+            return pid, f"array keys differ (missing {missing[:3]}, extra {extra[:3]})", None, 0, 0.0
+        parts = []
+        for k, g in self._global.items():
+            try:
+                a = record[k].numpy()
+            except Exception as e:  # undecodable bytes from a malicious client
+                return pid, f"array {k!r} cannot be read: {e}", None, 0, 0.0
+            if a.shape != g.shape or not np.issubdtype(a.dtype, np.floating):
+                return pid, f"array {k!r} has shape {a.shape} {a.dtype}, expected {g.shape} {g.dtype}", None, 0, 0.0
+            parts.append((a.astype(np.float32) - g.astype(np.float32)).reshape(-1))
+        update = torch.from_numpy(np.concatenate(parts))
+        if not torch.isfinite(update).all():
+            return pid, "update has NaN or Inf", None, 0, 0.0
+        loss = metrics.get("train-loss", float("nan"))
+        return pid, None, update, n_ex, float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else float("nan")
