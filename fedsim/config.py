@@ -59,7 +59,7 @@ class ClientsConfig(_Section):
 
 
 class TriggerConfig(_Section):
-    name: str = "patch"
+    name: str = "badnet"
     params: dict[str, Any] = Field(default_factory=dict)
 
 

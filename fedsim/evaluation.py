@@ -51,22 +51,56 @@ def attack_success_rate(
 
 @torch.no_grad()
 def retrieval_recall(
-    image_features: torch.Tensor, text_features: torch.Tensor, ks: Sequence[int] = (1, 5)
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    caption_of: torch.Tensor,
+    ks: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
-    """Image→text and text→image Recall@k for paired rows (row i of each is a pair): the share
-    of queries whose own pair is among the k most similar candidates."""
+    """Recall@k between images (n, D) and *distinct* captions (m, D); ``caption_of[i]`` is the
+    row of image i's caption. Image→text: share of images whose caption is among the k most
+    similar captions. Text→image: share of captions with at least one of their images among the
+    k most similar images. (Several images share a caption here, so distinct captions are the
+    only fair candidate set.)"""
     sim = image_features @ text_features.t()
-    own = sim.diag().unsqueeze(1)
-    # rank = number of candidates strictly more similar than the true pair
-    i2t_rank = (sim > own).sum(1)
-    t2i_rank = (sim.t() > own).sum(1)
     out = {}
     for k in ks:
-        out[f"i2t_r{k}"] = float((i2t_rank < k).float().mean())
-        out[f"t2i_r{k}"] = float((t2i_rank < k).float().mean())
+        top_t = sim.topk(min(k, sim.shape[1]), dim=1).indices
+        out[f"i2t_r{k}"] = float((top_t == caption_of.unsqueeze(1)).any(1).float().mean())
+        top_i = sim.t().topk(min(k, sim.shape[0]), dim=1).indices
+        hit = caption_of[top_i] == torch.arange(sim.shape[1]).unsqueeze(1)
+        out[f"t2i_r{k}"] = float(hit.any(1).float().mean())
     return out
 
 
 def make_trigger_images(images: torch.Tensor, trigger: Callable) -> torch.Tensor:
     """uint8 images → triggered uint8 images, through the same float [0, 1] path as poisoning."""
     return (trigger(images.float() / 255.0) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+class Evaluator:
+    """Centralised evaluation of a global model on the clean test split: zero-shot clean
+    accuracy (prompt ensemble), attack success rate of ``trigger`` towards class ``target``,
+    and image↔caption retrieval recall on the test pairs."""
+
+    def __init__(self, model, preprocess, tokenizer, test, *, classnames, templates, trigger, target: int):
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.test, self.classnames, self.templates, self.target = test, classnames, templates, target
+        self.triggered = make_trigger_images(test.images, trigger)
+        distinct = sorted(set(test.captions))
+        self._captions = distinct
+        where = {c: i for i, c in enumerate(distinct)}
+        self._caption_rows = torch.tensor([where[c] for c in test.captions])
+
+    @torch.no_grad()
+    def __call__(self) -> dict:
+        classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates)
+        clean = encode_images(self.model, self.test.images, self.preprocess)
+        triggered = encode_images(self.model, self.triggered, self.preprocess)
+        text = self.model.encode_text(self.tokenizer(self._captions), normalize=True)
+        return {
+            "clean_accuracy": clean_accuracy(predict(clean, classifier), self.test.labels),
+            "attack_success_rate": attack_success_rate(
+                predict(triggered, classifier), self.test.labels, self.target
+            ),
+            "retrieval": retrieval_recall(clean, text, self._caption_rows),
+        }

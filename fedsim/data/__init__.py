@@ -10,6 +10,19 @@ from fedsim.data.shapes import (
     generate,
 )
 
+# Each split of an experiment comes from its own stream of the same generator, so that the
+# test split is never a copy of training data but is drawn from the same distribution.
+SPLITS = {"pretrain": 1, "train": 2, "test": 3, "root": 4}
+
+
+def load_split(name: str, split: str, size: int, seed: int) -> ShapesData:
+    """The one factory from a config's ``data.name`` to a split of ``size`` samples."""
+    if name != "shapes":
+        raise ValueError(f"data.name={name!r} is unknown; allowed: shapes")
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
+    return generate(size, seed * len(SPLITS) * 4 + SPLITS[split])
+
 __all__ = [
     "COLORS",
     "SHAPES",
@@ -19,4 +32,5 @@ __all__ = [
     "dirichlet",
     "generate",
     "iid",
+    "load_split",
 ]

@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make demo   install what is missing, then run the quickstart experiment
+#   make test   install what is missing, then run the test suite
+# An existing .venv is reused; it is only (re)installed when pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedsim-installed
+
+.PHONY: demo test bench
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedsim run configs/quickstart.toml $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/aggregators.py $(ARGS)

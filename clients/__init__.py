@@ -1,0 +1,1 @@
+"""Honest and malicious Flower clients and the attacks they compose."""

@@ -1,0 +1,39 @@
+"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``: argument parsing and exit codes.
+
+Exit codes: 0 success, 2 invalid config or arguments (nothing started), 1 the run failed
+(the run directory still holds every finished round and a summary saying why)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsim", description="Federated CLIP security simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one experiment from a TOML config")
+    run.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    run.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>); must be new or empty")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set rounds=5 --set attack.enabled=false")
+    run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fedsim.runner import main_run
+
+    try:
+        return main_run(args.config, args.out, args.set, args.verbose)
+    except KeyboardInterrupt:
+        print("fedsim: interrupted; finished rounds are in the run directory", file=sys.stderr)
+        return 130
+    except Exception as e:
+        print(f"fedsim: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

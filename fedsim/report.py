@@ -1,0 +1,150 @@
+"""The run directory: what a run learned, as files a person can open.
+
+``config.toml`` (resolved), ``rounds.jsonl`` (one JSON object per round, appended and flushed
+as soon as the round is evaluated, so a crash or Ctrl-C never loses finished rounds),
+``summary.json`` / ``summary.md`` (written at the end, also after a failure, from whatever
+rounds exist) and ``metrics.png`` (clean accuracy and attack success rate per round).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+# Per-round detection rates averaged into the summary (None rounds are skipped).
+DETECTION_KEYS = ("tpr", "fpr", "precision", "recall")
+
+
+def _clean(value):
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.rounds_file = self.path / "rounds.jsonl"
+
+    def write_config(self, toml_text: str) -> None:
+        (self.path / "config.toml").write_text(toml_text)
+
+    def append_round(self, record: dict) -> None:
+        with self.rounds_file.open("a") as f:
+            f.write(json.dumps(_clean(record)) + "\n")
+            f.flush()
+
+    def read_rounds(self) -> list[dict]:
+        if not self.rounds_file.is_file():
+            return []
+        return [json.loads(line) for line in self.rounds_file.read_text().splitlines() if line]
+
+    def write_summary(self, summary: dict) -> None:
+        summary = _clean(summary)
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (self.path / "summary.md").write_text(summary_markdown(summary, self.read_rounds()))
+
+    def plot(self, initial: dict | None = None, chance: float | None = None) -> Path | None:
+        rounds = self.read_rounds()
+        if not rounds:
+            return None
+        return plot_rounds(rounds, self.path / "metrics.png", initial=initial, chance=chance)
+
+
+def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra: dict) -> dict:
+    """Final numbers of a run from its rounds (``rounds`` may be empty after a failure)."""
+    last = rounds[-1] if rounds else {}
+    summary = {
+        "rounds": len(rounds),
+        "clean_accuracy": last.get("clean_accuracy"),
+        "attack_success_rate": last.get("attack_success_rate"),
+        "max_attack_success_rate": max(
+            (r["attack_success_rate"] for r in rounds if r.get("attack_success_rate") is not None),
+            default=None,
+        ),
+        "wall_s": round(wall_s, 2),
+        "initial_clean_accuracy": (initial or {}).get("clean_accuracy"),
+        "initial_attack_success_rate": (initial or {}).get("attack_success_rate"),
+        "retrieval": last.get("retrieval"),
+        "bytes_up": sum(r.get("bytes_up", 0) or 0 for r in rounds),
+        "bytes_down": sum(r.get("bytes_down", 0) or 0 for r in rounds),
+        "rejected_replies": sum(len(r.get("rejected") or {}) for r in rounds),
+        "skipped_rounds": [r["round"] for r in rounds if r.get("skipped")],
+    }
+    for key in DETECTION_KEYS:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        summary[f"mean_{key}"] = sum(values) / len(values) if values else None
+    summary.update(extra)
+    return summary
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def summary_markdown(summary: dict, rounds: list[dict]) -> str:
+    lines = [f"# {summary.get('name', 'run')}", ""]
+    if summary.get("status", "completed") != "completed":
+        lines += [f"**Status: {summary['status']}** — {summary.get('error', '')}", ""]
+    lines += [
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {_fmt(summary.get(k))} |" for k in (
+            "rounds", "clean_accuracy", "attack_success_rate", "max_attack_success_rate",
+            "initial_clean_accuracy", "initial_attack_success_rate", "mean_tpr", "mean_fpr",
+            "wall_s", "bytes_up", "bytes_down", "rejected_replies",
+        )),
+        "",
+        "| round | CA | ASR | TPR | FPR | accepted | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        lines.append(
+            f"| {r['round']} | {_fmt(r.get('clean_accuracy'))} | {_fmt(r.get('attack_success_rate'))}"
+            f" | {_fmt(r.get('tpr'))} | {_fmt(r.get('fpr'))} | {len(r.get('accepted') or [])}"
+            f" | {_fmt(r.get('wall_s'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_rounds(
+    rounds: list[dict], path: Path, *, initial: dict | None = None, chance: float | None = None
+) -> Path:
+    """Clean accuracy and attack success rate against the round (round 0 = initial model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["round"] for r in rounds]
+    series = {}
+    for key, label in (("clean_accuracy", "clean accuracy (zero-shot)"),
+                       ("attack_success_rate", "attack success rate")):
+        ys = [r.get(key) for r in rounds]
+        x0 = ([0] if initial and initial.get(key) is not None else [])
+        y0 = ([initial[key]] if x0 else [])
+        series[label] = (x0 + xs, y0 + [y if y is not None else float("nan") for y in ys])
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance accuracy")
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
