@@ -76,7 +76,7 @@ def _partition(config_json: str, partition_id: int):
     if cfg.data.partition == "iid":
         parts = iid(len(train), cfg.clients.num, cfg.seed)
     else:
-        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed)
+        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed, min_size=2)
     return train.subset(parts[partition_id])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
@@ -29,11 +28,11 @@ def load_float_state(model: torch.nn.Module, state) -> None:
 
 
 def to_array_record(state) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((k, v.detach().cpu().numpy()) for k, v in state.items()))
+    return ArrayRecord(OrderedDict((k, v.detach().cpu()) for k, v in state.items()))
 
 
 def from_array_record(record: ArrayRecord) -> "OrderedDict[str, torch.Tensor]":
-    return OrderedDict((k, torch.from_numpy(np.array(a.numpy(), copy=True))) for k, a in record.items())
+    return record.to_torch_state_dict()
 
 
 def flatten(state) -> torch.Tensor:
@@ -41,10 +40,11 @@ def flatten(state) -> torch.Tensor:
 
 
 def unflatten(vector: torch.Tensor, like) -> "OrderedDict[str, torch.Tensor]":
+    need = sum(v.numel() for v in like.values())
+    if need != vector.numel():
+        raise ValueError(f"vector has {vector.numel()} entries, state needs {need}")
     out, i = OrderedDict(), 0
     for k, v in like.items():
         out[k] = vector[i : i + v.numel()].view_as(v).to(v.dtype)
         i += v.numel()
-    if i != vector.numel():
-        raise ValueError(f"vector has {vector.numel()} entries, state needs {i}")
     return out

@@ -20,7 +20,7 @@ from logging import INFO, WARNING
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
@@ -158,7 +158,7 @@ class RobustStrategy(Strategy):
         new = new + self.server_lr * result.aggregate.to(new.dtype)
         out, i = {}, 0
         for k, a in self._global.items():
-            out[k] = new[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype)
+            out[k] = Array(new[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype))
             i += a.size
         return ArrayRecord(out), MetricRecord({"train-loss": stats["train_loss"], "num-clients": len(rows)})
 
