@@ -25,7 +25,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from clients.attacks import make_trigger, poison
+from clients.attacks.poison import poison
+from clients.attacks.triggers import make_trigger
 from clients.honest import HonestClient, LocalSetup
 from clients.malicious import MaliciousClient
 from fedsim.config import Config, ConfigError, load_config
