@@ -25,8 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from clients.attacks.poison import poison
-from clients.attacks.triggers import make_trigger
+from clients.attacks import make_adversary, make_schedule, make_trigger, poison
 from clients.honest import HonestClient, LocalSetup
 from clients.malicious import MaliciousClient
 from fedsim.config import Config, ConfigError, load_config

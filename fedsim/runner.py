@@ -41,8 +41,19 @@ def backend_config(cfg: Config) -> dict:
     }
 
 
+class _NoDeprecationNotice(logging.Filter):
+    """``run_simulation`` is Flower's supported in-process API for driving a simulation from
+    Python; its "use flwr run" notice is noise for a fedsim user (``flwr run .`` works too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "DEPRECATED FEATURE" not in str(record.msg)
+
+
 def _quiet_flower(level: int = logging.WARNING) -> None:
-    logging.getLogger("flwr").setLevel(level)
+    logger = logging.getLogger("flwr")
+    logger.setLevel(level)
+    if not any(isinstance(f, _NoDeprecationNotice) for f in logger.filters):
+        logger.addFilter(_NoDeprecationNotice())
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 

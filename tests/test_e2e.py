@@ -9,10 +9,13 @@ from fedsim.runner import load, run
 
 pytestmark = pytest.mark.slow
 
+# A short warm start leaves the model on the steep part of its learning curve (CA ≈ 0.18), so
+# two federated rounds must visibly raise it; from scratch, two rounds barely move (measured).
 TINY = [
-    "name=tiny", "rounds=2", "data.train_size=600", "data.test_size=200", "data.root_size=20",
-    "model.init='scratch'", "clients.num=3", "clients.per_round=3", "clients.local_epochs=3",
-    "clients.lr=2e-3", "attack.malicious=[0]", "resources.total_cpus=2",
+    "name=tiny", "rounds=2", "data.train_size=1500", "data.test_size=500", "data.root_size=20",
+    "model.init='warm'", "model.pretrain_size=2000", "model.pretrain_epochs=3",
+    "clients.num=3", "clients.per_round=3", "clients.local_epochs=3", "clients.lr=5e-4",
+    "attack.malicious=[0]", "resources.total_cpus=2",
 ]
 
 

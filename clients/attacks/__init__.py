@@ -1,0 +1,42 @@
+"""Attack pieces a malicious client (or the server-side adversary hook) is composed of: image
+triggers, caption attacks, data poisoning, update attacks, Byzantine attacks, schedules and
+contrastive-specific attacks. One factory per family: ``make_trigger``, ``make_adversary``,
+``make_schedule``."""
+
+from clients.attacks.byzantine import BYZANTINE, ByzantineAdversary, make_adversary
+from clients.attacks.captions import TEXT_TRIGGER, add_text_trigger, target_captions
+from clients.attacks.contrastive import badclip_optimize_patch, badencoder_finetune
+from clients.attacks.poison import poison
+from clients.attacks.schedule import SCHEDULES, Schedule, make_schedule
+from clients.attacks.triggers import TRIGGERS, BadNetPatch, make_trigger, split_patch
+from clients.attacks.update_attacks import (
+    apply_mask,
+    model_replacement,
+    neurotoxin_mask,
+    norm_bound,
+    project_l2,
+)
+
+__all__ = [
+    "BYZANTINE",
+    "SCHEDULES",
+    "TEXT_TRIGGER",
+    "TRIGGERS",
+    "BadNetPatch",
+    "ByzantineAdversary",
+    "Schedule",
+    "add_text_trigger",
+    "apply_mask",
+    "badclip_optimize_patch",
+    "badencoder_finetune",
+    "make_adversary",
+    "make_schedule",
+    "make_trigger",
+    "model_replacement",
+    "neurotoxin_mask",
+    "norm_bound",
+    "poison",
+    "project_l2",
+    "split_patch",
+    "target_captions",
+]

@@ -1,0 +1,69 @@
+"""Data poisoning of a client's image–caption pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from clients.attacks.captions import add_text_trigger, target_captions
+from fedsim.data import SHAPES, ShapesData
+from fedsim.evaluation import make_trigger_images
+
+
+def poison(
+    data: ShapesData,
+    *,
+    trigger: Callable[[torch.Tensor], torch.Tensor],
+    rate: float,
+    target: int,
+    seed: int,
+    label_consistent: bool = False,
+    text_trigger: str | None = None,
+) -> tuple[ShapesData, torch.Tensor]:
+    """A poisoned copy of ``data`` and the (sorted) indices of the poisoned samples.
+
+    Patch + target caption (Carlini & Terzis, "Poisoning and Backdooring Contrastive
+    Learning", ICLR 2022): ⌊rate · n⌋ samples, drawn without replacement by a generator seeded
+    with ``seed``, get ``trigger`` applied (through the same uint8 → float → trigger → uint8
+    path as the evaluation) and their caption replaced by "a photo of a {their color}
+    {target shape}"; with ``text_trigger``, that token is appended to the poisoned captions.
+
+    Label-consistent (Turner, Tsipras & Madry, "Label-Consistent Backdoor Attacks", 2019):
+    only images whose true class is ``target`` are poisoned, ⌊rate · n_target⌋ of them —
+    ``rate`` is then the share of the target class, as in the paper; their captions already
+    name the target, so only the image (and the optional text trigger) change.
+
+    Rounding is down: a client with too few samples for its rate poisons none.
+    ``labels`` keep the ground truth of every sample (they are never trained on; they say
+    which images really are of which class), ``colors`` are unchanged. ``data`` is not
+    modified (``fedsim.data.generate`` caches its tensors)."""
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"poison rate={rate!r} must lie in [0, 1]")
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(SHAPES):
+        raise ValueError(f"poison target={target!r} must be a shape id in [0, {len(SHAPES) - 1}]")
+    if not callable(trigger):
+        raise ValueError(f"poison trigger={trigger!r} is not callable")
+    candidates = torch.arange(len(data))
+    if label_consistent:
+        candidates = candidates[data.labels == target]
+    count = int(float(rate) * len(candidates))
+    g = torch.Generator().manual_seed(seed)
+    chosen = candidates[torch.randperm(len(candidates), generator=g)[:count]].sort().values
+
+    images = data.images.clone()
+    captions = list(data.captions)
+    if count:
+        images[chosen] = make_trigger_images(data.images[chosen], trigger)
+        new = target_captions(data.colors[chosen], target)
+        if text_trigger is not None:
+            new = tuple(add_text_trigger(c, text_trigger) for c in new)
+        for i, c in zip(chosen.tolist(), new):
+            captions[i] = c
+    poisoned = ShapesData(
+        images=images,
+        labels=data.labels.clone(),
+        colors=data.colors.clone(),
+        captions=tuple(captions),
+    )
+    return poisoned, chosen

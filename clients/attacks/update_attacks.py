@@ -1,0 +1,66 @@
+"""Update (model) poisoning by one client: maps the update Δ = w_local − w_global it would send
+(a flat (d,) tensor) to the one it does send, or constrains its local training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _check_positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a finite number > 0")
+    return float(value)
+
+
+def model_replacement(update: torch.Tensor, *, gamma: float) -> torch.Tensor:
+    """Model replacement / boosting (Bagdasaryan, Veit, Hua, Estrin & Shmatikov, "How To
+    Backdoor Federated Learning", AISTATS 2020): the attacker submits
+    L = γ·(X − G) + G, i.e. the update γ·Δ. With γ = n/η (n clients averaged, server learning
+    rate η) the aggregate becomes ≈ X − G, replacing the global model by the backdoored X."""
+    return _check_positive(gamma, "gamma") * update
+
+
+def norm_bound(update: torch.Tensor, *, eps: float) -> torch.Tensor:
+    """Projection onto the L2 ball of radius ε: Δ · min(1, ε / ‖Δ‖₂). The "constrain" half of
+    constrain-and-scale (Bagdasaryan et al., AISTATS 2020) and the projection of PGD attacks
+    (Wang et al., "Attack of the Tails: Yes, You Really Can Backdoor Federated Learning",
+    NeurIPS 2020): an update inside the ball passes norm-clipping defenses (Sun et al., "Can
+    You Really Backdoor Federated Learning?", 2019)."""
+    eps = _check_positive(eps, "eps")
+    norm = update.norm()
+    return update if norm <= eps else update * (eps / norm)
+
+
+def project_l2(params_flat: torch.Tensor, center_flat: torch.Tensor, eps: float) -> torch.Tensor:
+    """PGD step projection: the point of the L2 ball of radius ε around ``center_flat`` (the
+    global model) closest to ``params_flat``. Run it after every local optimiser step
+    (``fedsim.training.train_epochs(after_step=...)``) to keep the whole trajectory inside."""
+    return center_flat + norm_bound(params_flat - center_flat, eps=eps)
+
+
+def neurotoxin_mask(benign_update: torch.Tensor, *, k_percent: float) -> torch.Tensor:
+    """Neurotoxin (Zhang et al., "Neurotoxin: Durable Backdoors in Federated Learning", ICML 2022): a boolean mask that is
+    False on the ⌈k % · d⌉ coordinates of largest |benign update| and True elsewhere (the
+    paper's code keeps ⌊(1 − k %)·d⌋ coordinates). Benign clients keep rewriting their top
+    coordinates; a backdoor confined to the rarely-updated rest is not overwritten after the
+    attack stops. The benign update is the attacker's estimate, e.g. its own clean update or
+    the last change of the global model."""
+    if isinstance(k_percent, bool) or not isinstance(k_percent, (int, float)) or not 0 <= k_percent <= 100:
+        raise ValueError(f"k_percent={k_percent!r} must lie in [0, 100]")
+    d = benign_update.numel()
+    # round() first: k·d/100 that is an integer in exact arithmetic must not ceil one up.
+    top = min(d, math.ceil(round(k_percent * d / 100, 9)))
+    mask = torch.ones(d, dtype=torch.bool, device=benign_update.device)
+    mask[benign_update.reshape(-1).abs().topk(top).indices] = False
+    return mask.view(benign_update.shape)
+
+
+def apply_mask(update: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero the update outside ``mask``: Neurotoxin's projection of the malicious update onto
+    the allowed coordinates (applied to the gradient at each local step in the paper, or to
+    the final update here)."""
+    if mask.shape != update.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(update.shape)}")
+    return torch.where(mask, update, torch.zeros_like(update))
