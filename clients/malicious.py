@@ -1,8 +1,9 @@
 """The malicious client: an honest client plus attack pieces chosen by the config.
 
 Data poisoning replaces its local data with a poisoned copy while the schedule is active and
-lets the attacker use its own local epochs and learning rate; an update attack maps the update
-it would send (new − global) to the one it does send."""
+lets the attacker use its own local epochs and learning rate; a local attack (BadEncoder)
+further changes the locally trained model; an update attack maps the update it would send
+(new − global) to the one it does send."""
 
 from __future__ import annotations
 
@@ -30,15 +31,23 @@ class MaliciousClient(HonestClient):
         epochs: int | None = None,
         lr: float | None = None,
         update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+        local_attack: Callable[[torch.nn.Module, Callable], None] | None = None,
     ):
         super().__init__(model, preprocess, tokenizer, data, partition_id)
         self.active, self.poisoned = active, poisoned
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
+        self.local_attack = local_attack
 
     def local_data(self, server_round: int) -> ShapesData:
         if self.poisoned is not None and self.active(server_round):
             return self.poisoned
         return self.data
+
+    def train(self, data: ShapesData, setup: LocalSetup, server_round: int) -> float:
+        loss = super().train(data, setup, server_round)
+        if self.local_attack is not None and self.active(server_round):
+            self.local_attack(self.model, self.preprocess)
+        return loss
 
     def fit(self, global_state, setup: LocalSetup, server_round: int):
         if not self.active(server_round):

@@ -25,7 +25,19 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from clients.attacks import make_adversary, make_schedule, make_trigger, poison
+from clients.attacks import (
+    apply_mask,
+    badclip_optimize_patch,
+    badencoder_finetune,
+    make_adversary,
+    make_schedule,
+    make_trigger,
+    model_replacement,
+    neurotoxin_mask,
+    norm_bound,
+    poison,
+    split_patch,
+)
 from clients.honest import HonestClient, LocalSetup
 from clients.malicious import MaliciousClient
 from fedsim.config import Config, ConfigError, load_config
@@ -40,12 +52,60 @@ from strategies import RULES
 from strategies.robust_strategy import RobustStrategy
 
 CONFIG_KEY = "fedsim-config"
+# What a Neurotoxin attacker's node remembers between rounds (Flower context state).
+CURRENT_GLOBAL, PREVIOUS_GLOBAL = "fedsim-global", "fedsim-previous-global"
 
 
 # -- shared by both sides -------------------------------------------------------------------
+# BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
+BADCLIP_DEFAULTS = {"size": 4, "location": "bottom_right", "steps": 100, "lr": 0.05, "lambda_image": 1.0}
+
+
 def trigger_of(cfg: Config):
     t = cfg.attack.data.trigger
+    if t.name == "badclip":
+        if "pattern" not in t.params:
+            raise ValueError("attack.data.trigger: the BadCLIP patch has not been optimised yet")
+        p = {**BADCLIP_DEFAULTS, **t.params}
+        return make_trigger("badnet", size=p["size"], location=p["location"], pattern=p["pattern"])
     return make_trigger(t.name, **t.params)
+
+
+def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
+    """Optimise the BadCLIP patch once, against the initial global model (the attacker's
+    surrogate) on public data (the pretrain split), and return the config with the learned
+    pixels, so every client and the evaluation use the same trigger and config.toml keeps it."""
+    t = cfg.attack.data.trigger
+    if t.name != "badclip" or "pattern" in t.params:
+        return cfg
+    p = {**BADCLIP_DEFAULTS, **t.params}
+    target = SHAPES.index(cfg.attack.data.target)
+    public = load_split(cfg.data.name, "pretrain", 1000, cfg.seed)
+    prompts = [template.format(cfg.attack.data.target) for template in ZERO_SHOT_TEMPLATES]
+    patch = badclip_optimize_patch(
+        model, preprocess, public.images[public.labels != target],
+        target_text_tokens=tokenizer(prompts),
+        target_images=public.images[public.labels == target],
+        size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
+        lambda_image=p["lambda_image"], generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    params = {**t.params, "pattern": [[[round(float(v), 6) for v in row] for row in ch] for ch in patch.patch]}
+    return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
+        "data": cfg.attack.data.model_copy(update={"trigger": t.model_copy(update={"params": params})})
+    })})
+
+
+def adversary_of(cfg: Config):
+    """The server-side hook of an omniscient Byzantine attack, active on the schedule."""
+    b = cfg.attack.byzantine
+    if b.name == "none" or not cfg.malicious:
+        return None
+    adversary, active = make_adversary(b.name, seed=cfg.seed, **b.params), schedule_of(cfg)
+
+    def hook(server_round, pids, updates, malicious):
+        return adversary(server_round, pids, updates, malicious) if active(server_round) else updates
+
+    return hook
 
 
 def round_lr(cfg: Config, server_round: int) -> float:
@@ -80,27 +140,88 @@ def _partition(config_json: str, partition_id: int):
     return train.subset(parts[partition_id])
 
 
-def build_client(cfg: Config, config_json: str, partition_id: int) -> HonestClient:
+def schedule_of(cfg: Config):
+    a = cfg.attack
+    kwargs = {"start": a.start_round, "stop": a.schedule.stop}
+    if a.schedule.kind == "every_k":
+        kwargs["every"] = a.schedule.every
+    if a.schedule.kind == "every":
+        kwargs.pop("start")
+    return make_schedule(a.schedule.kind, **kwargs)
+
+
+def _update_attack(cfg: Config, context: Context | None):
+    """The update attack of ``attack.update`` as ``(update, round) -> update``."""
+    u = cfg.attack.update
+    if u.name == "model_replacement":
+        return lambda update, r: model_replacement(update, **u.params)
+    if u.name == "norm_bound":
+        return lambda update, r: norm_bound(update, **u.params)
+    if u.name == "neurotoxin":
+        # The attacker's estimate of the benign direction is the last change of the global
+        # model (Zhang et al., ICML 2022), which a node remembers in its Flower context state.
+        def neurotoxin(update, r):
+            previous = context.state.array_records.get(PREVIOUS_GLOBAL) if context else None
+            current = context.state.array_records.get(CURRENT_GLOBAL) if context else None
+            if previous is None or current is None:
+                return update
+            benign = flatten(current.to_torch_state_dict()) - flatten(previous.to_torch_state_dict())
+            return apply_mask(update, neurotoxin_mask(benign, **u.params))
+
+        return neurotoxin
+    return None
+
+
+def _badencoder(cfg: Config, data, trigger, seed: int):
+    """After clean local training, BadEncoder fine-tuning of the image tower: triggered images
+    → the attacker's own target-class images (Jia et al., S&P 2022)."""
+    target = SHAPES.index(cfg.attack.data.target)
+    reference = data.images[data.labels == target]
+    if len(reference) == 0:  # no target image of its own: a public surrogate (the pretrain split)
+        pool = load_split(cfg.data.name, "pretrain", 200, cfg.seed)
+        reference = pool.images[pool.labels == target]
+
+    def local_attack(model, preprocess):
+        badencoder_finetune(
+            model, preprocess, data.images, trigger, reference,
+            epochs=cfg.attack.data.local_epochs, lr=cfg.attack.data.lr,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    return local_attack
+
+
+def build_client(cfg: Config, config_json: str, partition_id: int, context: Context | None = None) -> HonestClient:
     model, preprocess, tokenizer = _model(cfg.model.name)
     data = _partition(config_json, partition_id)
     if partition_id not in cfg.malicious:
         return HonestClient(model, preprocess, tokenizer, data, partition_id)
     a = cfg.attack
-    poisoned, _ = poison(
-        data,
-        trigger=trigger_of(cfg),
-        rate=a.data.poison_rate,
-        target=SHAPES.index(a.data.target),
-        seed=client_seed(cfg, 0, partition_id),
-        label_consistent=a.data.label_consistent,
-        text_trigger=a.data.text_trigger or None,
-    )
+    trigger = trigger_of(cfg)
+    if a.data.dba_parts:
+        # DBA (Xie et al., ICLR 2020): attacker k poisons with piece k mod parts of the patch.
+        trigger = split_patch(trigger, a.data.dba_parts)[cfg.malicious.index(partition_id) % a.data.dba_parts]
+    poisoned, local_attack = None, None
+    if a.data.enabled and a.data.mode == "poison":
+        poisoned, _ = poison(
+            data,
+            trigger=trigger,
+            rate=a.data.poison_rate,
+            target=SHAPES.index(a.data.target),
+            seed=client_seed(cfg, 0, partition_id),
+            label_consistent=a.data.label_consistent,
+            text_trigger=a.data.text_trigger or None,
+        )
+    elif a.data.enabled:
+        local_attack = _badencoder(cfg, data, trigger, client_seed(cfg, 0, partition_id))
     return MaliciousClient(
         model, preprocess, tokenizer, data, partition_id,
-        active=lambda r: r >= a.start_round,
+        active=schedule_of(cfg),
         poisoned=poisoned,
-        epochs=a.data.local_epochs,
-        lr=a.data.lr,
+        epochs=a.data.local_epochs if poisoned is not None else None,
+        lr=a.data.lr if poisoned is not None else None,
+        update_attack=_update_attack(cfg, context),
+        local_attack=local_attack,
     )
 
 
@@ -122,7 +243,11 @@ def client_train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(cfg.resources.client_threads)
     pid = int(context.node_config["partition-id"])
     server_round = int(config["server-round"])
-    client = build_client(cfg, config_json, pid)
+    if pid in cfg.malicious and cfg.attack.update.name == "neurotoxin":
+        if CURRENT_GLOBAL in context.state.array_records:
+            context.state.array_records[PREVIOUS_GLOBAL] = context.state.array_records[CURRENT_GLOBAL]
+        context.state.array_records[CURRENT_GLOBAL] = msg.content.array_records["arrays"]
+    client = build_client(cfg, config_json, pid, context)
     setup = LocalSetup(
         epochs=cfg.clients.local_epochs,
         lr=float(config["lr"]),
@@ -163,6 +288,12 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name, seed=cfg.seed)
     if cfg.model.init == "warm":
         load_float_state(model, warm_start(cfg, log=log))
+    if cfg.attack.data.trigger.name == "badclip" and "pattern" not in cfg.attack.data.trigger.params:
+        initial = float_state(model)
+        cfg = resolve_badclip(cfg, model, preprocess, tokenizer)
+        load_float_state(model, initial)  # BadCLIP leaves weights alone; BatchNorm stats too
+        run_dir.write_config(cfg.to_toml())
+        log("optimised the BadCLIP patch; its pixels are in config.toml")
     evaluator = Evaluator(
         model, preprocess, tokenizer,
         load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed),
@@ -178,6 +309,7 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
         seed=cfg.seed,
         server_lr=cfg.strategy.server_lr,
         malicious=cfg.malicious,
+        adversary=adversary_of(cfg),
         root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name)),
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
     )
@@ -287,11 +419,36 @@ def check_strategy(cfg: Config) -> None:
 
 
 def check_attack(cfg: Config) -> None:
-    t = cfg.attack.data.trigger
-    try:
-        make_trigger(t.name, **t.params)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"invalid config:\n  attack.data.trigger: {e}") from None
+    """Trigger, schedule, update and Byzantine attack names and parameters, checked by
+    building each piece once."""
+    a = cfg.attack
+    t = a.data.trigger
+    checks = [("attack.schedule", lambda: schedule_of(cfg))]
+    if t.name == "badclip":
+        unknown = sorted(set(t.params) - set(BADCLIP_DEFAULTS) - {"pattern"})
+        if unknown:
+            raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger 'badclip' has no parameter "
+                              f"{', '.join(unknown)}; allowed: {', '.join(BADCLIP_DEFAULTS)}")
+    else:
+        checks.append(("attack.data.trigger", lambda: trigger_of(cfg)))
+    if a.data.dba_parts:
+        if t.name not in ("badnet", "badclip"):
+            raise ConfigError(f"invalid config:\n  attack.data.dba_parts={a.data.dba_parts}: DBA splits a "
+                              f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
+        checks.append(("attack.data.dba_parts", lambda: split_patch(make_trigger("badnet", **{
+            k: v for k, v in t.params.items() if k in ("size", "location", "pattern", "color")}), a.data.dba_parts)))
+    if a.update.name != "none":
+        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        fn = {"model_replacement": model_replacement, "norm_bound": norm_bound,
+              "neurotoxin": lambda u, **p: apply_mask(u, neurotoxin_mask(u, **p))}[a.update.name]
+        checks.append(("attack.update.params", lambda: fn(probe, **a.update.params)))
+    if a.byzantine.name != "none":
+        checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
+    for field, build in checks:
+        try:
+            build()
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"invalid config:\n  {field}: {e}") from None
 
 
 def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: float,

@@ -59,14 +59,50 @@ class ClientsConfig(_Section):
 
 
 class TriggerConfig(_Section):
+    """An image trigger of ``clients.attacks.TRIGGERS`` (badnet, blended, sig, wanet), or
+    "badclip": a patch optimised once before the run against the warm-start model (BadCLIP,
+    Liang et al., CVPR 2024); the learned pixels are written into the resolved config."""
+
     name: str = "badnet"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleConfig(_Section):
+    """When the malicious clients attack (rounds from ``attack.start_round``)."""
+
+    kind: Literal["every", "from", "every_k", "single_shot", "window"] = "from"
+    every: int = Field(1, ge=1, description="period for kind='every_k'")
+    stop: int | None = Field(None, ge=1, description="last attacking round (kind='window')")
+
+
+class UpdateAttackConfig(_Section):
+    """What a malicious client does to the update it sends (after poisoned local training)."""
+
+    name: Literal["none", "model_replacement", "norm_bound", "neurotoxin"] = "none"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ByzantineConfig(_Section):
+    """Omniscient untargeted attack: a server-side adversary hook rewrites the malicious rows
+    from the honest updates of the round (``clients.attacks.BYZANTINE``)."""
+
+    name: str = "none"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataAttackConfig(_Section):
     """Image–caption poisoning inside the malicious clients (Carlini & Terzis, ICLR 2022)."""
 
+    enabled: bool = Field(True, description="poison the local data (off: update attacks only)")
+    mode: Literal["poison", "badencoder"] = Field(
+        "poison",
+        description="'poison': InfoNCE on poisoned pairs; 'badencoder': BadEncoder fine-tuning "
+        "of the image tower after clean local training (Jia et al., S&P 2022)",
+    )
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    dba_parts: int = Field(
+        0, ge=0, description="DBA: split the patch into this many pieces, one per attacker (0 = off)"
+    )
     poison_rate: float = Field(0.5, gt=0, le=1)
     target: str = "star"
     label_consistent: bool = False
@@ -79,7 +115,10 @@ class AttackConfig(_Section):
     enabled: bool = True
     malicious: list[int] = Field(default_factory=lambda: [0, 1])
     start_round: int = Field(1, ge=1)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     data: DataAttackConfig = Field(default_factory=DataAttackConfig)
+    update: UpdateAttackConfig = Field(default_factory=UpdateAttackConfig)
+    byzantine: ByzantineConfig = Field(default_factory=ByzantineConfig)
 
     @model_validator(mode="after")
     def _check(self):

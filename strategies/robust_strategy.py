@@ -123,7 +123,13 @@ class RobustStrategy(Strategy):
         weights = torch.tensor([float(r[2]) for r in rows]) if self.weigh_by_examples else None
         mal = torch.tensor([p in self.malicious for p in pids])
         if self.adversary is not None and mal.any():
-            updates = self.adversary(server_round, pids, updates, mal)
+            try:
+                updates = self.adversary(server_round, pids, updates, mal)
+            except ValueError as e:
+                # e.g. too few honest updates this round to craft from: the attackers send
+                # what they trained, and rounds.jsonl says so.
+                log(WARNING, "round %d: adversary not applied: %s", server_round, e)
+                stats["attack_skipped"] = str(e)
         kwargs = dict(self.params)
         if "history" in self._wants:
             for p, u in zip(pids, updates):
