@@ -1,4 +1,5 @@
-"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``: argument parsing and exit codes.
+"""``fedsim run CONFIG [--out DIR] [--set key=value ...]`` and ``fedsim table RUN_DIR...``:
+argument parsing and exit codes.
 
 Exit codes: 0 success, 2 invalid config or arguments (nothing started), 1 the run failed
 (the run directory still holds every finished round and a summary saying why)."""
@@ -18,11 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set rounds=5 --set attack.enabled=false")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    table = sub.add_parser("table", help="markdown table of finished runs' summary.json")
+    table.add_argument("runs", nargs="+", help="run directories")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "table":
+        from fedsim.report import summaries_table
+
+        try:
+            print(summaries_table(args.runs), end="")
+        except (FileNotFoundError, ValueError) as e:
+            print(f"fedsim: {e}", file=sys.stderr)
+            return 2
+        return 0
     from fedsim.runner import main_run
 
     try:

@@ -228,22 +228,40 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return raw
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(p: Path, seen: tuple[Path, ...]) -> dict:
+    """A TOML file; ``extends = "other.toml"`` (relative to it) starts from that file, with
+    this file's tables merged over it key by key."""
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    if p.resolve() in seen:
+        raise ConfigError(f"{p}: 'extends' forms a cycle")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: extends={base!r} must be a path to another TOML file")
+    return _merge(_read(p.parent / base, seen + (p.resolve(),)), raw)
+
+
 def load_config(
     path: str | Path | None,
     overrides: Iterable[str] = (),
     extra_checks: Iterable[Callable[[Config], None]] = (),
 ) -> Config:
-    """Read TOML (or start from defaults when ``path`` is None), apply ``--set`` overrides,
-    validate. Raises ConfigError with every problem found."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    """Read TOML (or start from defaults when ``path`` is None; ``extends`` chains files),
+    apply ``--set`` overrides, validate. Raises ConfigError with every problem found."""
+    raw = _read(Path(path), ()) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     try:
         cfg = Config.model_validate(raw)

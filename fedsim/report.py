@@ -148,3 +148,23 @@ def plot_rounds(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+TABLE_COLUMNS = (
+    ("name", "run"), ("strategy", "defense"), ("clean_accuracy", "CA"),
+    ("attack_success_rate", "ASR"), ("mean_tpr", "mean TPR"), ("mean_fpr", "mean FPR"),
+    ("wall_s", "wall s"),
+)
+
+
+def summaries_table(run_dirs) -> str:
+    """A markdown table of several runs' summary.json (``fedsim table DIR...``)."""
+    lines = ["| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
+             "|" + "---|" * len(TABLE_COLUMNS)]
+    for d in run_dirs:
+        p = Path(d) / "summary.json"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} does not exist (not a finished run directory)")
+        s = json.loads(p.read_text())
+        lines.append("| " + " | ".join(_fmt(s.get(k)) for k, _ in TABLE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

@@ -120,6 +120,7 @@ class RobustStrategy(Strategy):
             stats["skipped"] = "no valid replies"
             return None, None
         updates = torch.stack([r[1] for r in rows])
+        stats["update_norms"] = {str(p): round(float(u.norm()), 5) for p, u in zip(pids, updates)}
         weights = torch.tensor([float(r[2]) for r in rows]) if self.weigh_by_examples else None
         mal = torch.tensor([p in self.malicious for p in pids])
         if self.adversary is not None and mal.any():

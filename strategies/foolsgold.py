@@ -1,0 +1,62 @@
+"""FoolsGold (Fung, Yoon, Beschastnikh, "The Limitations of Federated Learning in Sybil
+Settings", RAID 2020)."""
+
+from __future__ import annotations
+
+import torch
+
+from strategies.krum import cosine_similarities
+from strategies.params import require_real
+from strategies.result import AggregationResult, check_updates
+
+
+def foolsgold(
+    updates: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
+    history: torch.Tensor,
+    kappa: float = 1.0,
+) -> AggregationResult:
+    """FoolsGold (Fung et al., RAID 2020, Algorithm 1) on the clients' historical updates
+    H_i = Σ_t Δ_i,t (``history``, (n, d), same rows as ``updates``, this round included):
+
+    1. cs_ij = cos(H_i, H_j) for j ≠ i; v_i = max_j cs_ij.
+    2. Pardoning: if v_j > v_i, cs_ij ← cs_ij · v_i / v_j.
+    3. α_i = 1 − max_j cs_ij, clipped to [0, 1]; α ← α / max α.
+    4. α_i ← κ (ln(α_i / (1 − α_i)) + 0.5), clipped to [0, 1] (α_i = 1 gives +∞ → 1,
+       α_i = 0 gives −∞ → 0).
+    5. Aggregate = Σ α_i Δ_i / Σ α_i over this round's updates.
+
+    As in the authors' code, the self similarity counts as 0 in the maxima (cs − I), so
+    v_i ≥ 0 and the pardoning ratio is always defined. ``kappa`` > 0 is the logit confidence
+    κ. Step 5 normalises by Σ α_i (the paper's update is Σ α_i Δ_i, scaled by the learning
+    rate) so the step size stays comparable with FedAvg's. No f: FoolsGold assumes sybils
+    share an objective and so push alike over rounds; sybils whose histories differ are
+    not caught, and honest clients with similar data are penalised.
+
+    ``accepted``: clients with α_i > 0; ``weights``: α normalised to sum 1; ``info``
+    carries the raw α. If every α_i is 0 (e.g. all histories parallel) there is nothing
+    to aggregate: ValueError, so the server keeps the global model and logs it.
+    ``weights`` (num-examples) are validated but not used. Flower has no built-in."""
+    check_updates(updates, weights)
+    kappa = require_real("foolsgold", "kappa", kappa)
+    if tuple(history.shape) != tuple(updates.shape):
+        raise ValueError(
+            f"foolsgold: history has shape {tuple(history.shape)}, expected {tuple(updates.shape)}"
+        )
+    cs = cosine_similarities(history).fill_diagonal_(0.0)
+    v = cs.max(dim=1).values
+    pardon = v[None, :] > v[:, None]
+    cs = torch.where(pardon, cs * v[:, None] / torch.where(pardon, v[None, :], 1.0), cs)
+    alpha = (1.0 - cs.max(dim=1).values).clamp(0.0, 1.0)
+    if alpha.max() == 0:
+        raise ValueError("foolsgold: every client has weight 0 (all histories alike); nothing to aggregate")
+    alpha = alpha / alpha.max()
+    alpha = (kappa * (torch.log(alpha / (1.0 - alpha)) + 0.5)).clamp(0.0, 1.0)
+    p = (alpha / alpha.sum()).to(updates.dtype)
+    return AggregationResult(
+        aggregate=p @ updates,
+        accepted=torch.nonzero(alpha > 0).flatten().cpu(),
+        weights=p,
+        info={"kappa": kappa, "alpha": alpha.tolist()},
+    )
