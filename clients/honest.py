@@ -43,7 +43,7 @@ class HonestClient:
             "train-loss": loss,
         }
 
-    def train(self, data: ShapesData, setup: LocalSetup, server_round: int) -> float:
+    def train(self, data: ShapesData, setup: LocalSetup, server_round: int, after_step=None) -> float:
         generator = torch.Generator().manual_seed(setup.seed)
         return train_epochs(
             self.model,
@@ -55,4 +55,5 @@ class HonestClient:
             batch_size=setup.batch_size,
             weight_decay=setup.weight_decay,
             generator=generator,
+            after_step=after_step,
         )

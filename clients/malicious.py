@@ -1,7 +1,8 @@
 """The malicious client: an honest client plus attack pieces chosen by the config.
 
 Data poisoning replaces its local data with a poisoned copy while the schedule is active and
-lets the attacker use its own local epochs and learning rate; a local attack (BadEncoder)
+lets the attacker use its own local epochs and learning rate, optionally projected onto an
+L2 ball around the global model after every step (PGD); a local attack (BadEncoder)
 further changes the locally trained model; an update attack maps the update it would send
 (new − global) to the one it does send."""
 
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 import torch
 
+from clients.attacks.update_attacks import project_l2
 from clients.honest import HonestClient, LocalSetup
 from fedsim.data import ShapesData
 from fedsim.records import flatten, float_state, load_float_state, unflatten
@@ -32,19 +34,32 @@ class MaliciousClient(HonestClient):
         lr: float | None = None,
         update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
         local_attack: Callable[[torch.nn.Module, Callable], None] | None = None,
+        pgd_eps: float | None = None,
     ):
         super().__init__(model, preprocess, tokenizer, data, partition_id)
         self.active, self.poisoned = active, poisoned
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
-        self.local_attack = local_attack
+        self.local_attack, self.pgd_eps = local_attack, pgd_eps
+        self._center: torch.Tensor | None = None
 
     def local_data(self, server_round: int) -> ShapesData:
         if self.poisoned is not None and self.active(server_round):
             return self.poisoned
         return self.data
 
-    def train(self, data: ShapesData, setup: LocalSetup, server_round: int) -> float:
-        loss = super().train(data, setup, server_round)
+    def _project(self, model) -> None:
+        """PGD (Sun et al. 2019; Wang et al., NeurIPS 2020): after every local step, project
+        the model back onto the L2 ball of radius ``pgd_eps`` around the global model."""
+        state = float_state(model)
+        flat = flatten(state)
+        projected = project_l2(flat, self._center, self.pgd_eps)
+        if not torch.equal(projected, flat):
+            load_float_state(model, unflatten(projected, state))
+
+    def train(self, data: ShapesData, setup: LocalSetup, server_round: int, after_step=None) -> float:
+        if self.pgd_eps is not None and self.active(server_round):
+            after_step = self._project
+        loss = super().train(data, setup, server_round, after_step)
         if self.local_attack is not None and self.active(server_round):
             self.local_attack(self.model, self.preprocess)
         return loss
@@ -53,6 +68,7 @@ class MaliciousClient(HonestClient):
         if not self.active(server_round):
             return super().fit(global_state, setup, server_round)
         setup = replace(setup, epochs=self.epochs or setup.epochs, lr=self.lr or setup.lr)
+        self._center = flatten(global_state)
         state, metrics = super().fit(global_state, setup, server_round)
         if self.update_attack is not None:
             g = flatten(global_state)

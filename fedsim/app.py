@@ -222,6 +222,7 @@ def build_client(cfg: Config, config_json: str, partition_id: int, context: Cont
         lr=a.data.lr if poisoned is not None else None,
         update_attack=_update_attack(cfg, context),
         local_attack=local_attack,
+        pgd_eps=a.update.pgd_eps,
     )
 
 
@@ -299,6 +300,9 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
         load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed),
         classnames=SHAPES, templates=ZERO_SHOT_TEMPLATES,
         trigger=trigger_of(cfg), target=SHAPES.index(cfg.attack.data.target),
+        extra_triggers={
+            f"piece{i}": piece for i, piece in enumerate(split_patch(trigger_of(cfg), cfg.attack.data.dba_parts))
+        } if cfg.attack.data.dba_parts else None,
     )
     initial = float_state(model)
     rule = RULES[cfg.strategy.name]
@@ -332,6 +336,7 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
             "wall_s": round(time.perf_counter() - t0, 3),
             **stats,
             "retrieval": metrics["retrieval"],
+            **({"asr_by_trigger": metrics["asr_by_trigger"]} if "asr_by_trigger" in metrics else {}),
         }
         run_dir.append_round(record)
         extra = f"  TPR {record['tpr']:.2f} FPR {record['fpr']:.2f}" if record.get("tpr") is not None and cfg.strategy.name != "fedavg" else ""
@@ -451,6 +456,23 @@ def check_attack(cfg: Config) -> None:
             raise ConfigError(f"invalid config:\n  {field}: {e}") from None
 
 
+def lifespan(cfg: Config, rounds: list[dict]) -> dict:
+    """Backdoor lifespan (Neurotoxin, Zhang et al., ICML 2022): after the last attack round
+    ``s`` (the schedule's stop), the number of rounds r > s during which ASR stays at or above
+    ``attack.lifespan_threshold`` before first falling below it. ``survived`` says ASR never
+    fell below the threshold by the end of the run (the lifespan is then a lower bound)."""
+    stop = schedule_of(cfg).stop
+    if not cfg.malicious or stop is None or stop >= cfg.rounds:
+        return {}
+    after = [r for r in rounds if r["round"] > stop and r.get("attack_success_rate") is not None]
+    below = [r["round"] for r in after if r["attack_success_rate"] < cfg.attack.lifespan_threshold]
+    return {
+        "last_attack_round": stop,
+        "backdoor_lifespan": (below[0] - stop - 1) if below else len(after),
+        "backdoor_survived": not below,
+    }
+
+
 def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: float,
            status: str = "completed", error: str | None = None) -> dict:
     """Write summary.json, summary.md and the plot from the rounds already on disk."""
@@ -458,7 +480,9 @@ def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: 
              "malicious": cfg.malicious, "status": status}
     if error:
         extra["error"] = error
-    summary = summarize(run_dir.read_rounds(), initial=initial, wall_s=wall_s, extra=extra)
+    rounds = run_dir.read_rounds()
+    extra.update(lifespan(cfg, rounds))
+    summary = summarize(rounds, initial=initial, wall_s=wall_s, extra=extra)
     run_dir.write_summary(summary)
     run_dir.plot(initial=initial, chance=1 / len(SHAPES))
     return summary

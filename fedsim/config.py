@@ -80,6 +80,9 @@ class UpdateAttackConfig(_Section):
 
     name: Literal["none", "model_replacement", "norm_bound", "neurotoxin"] = "none"
     params: dict[str, Any] = Field(default_factory=dict)
+    pgd_eps: float | None = Field(
+        None, gt=0, description="PGD: project onto ‖w − w_global‖ ≤ eps after every local step"
+    )
 
 
 class ByzantineConfig(_Section):
@@ -119,6 +122,10 @@ class AttackConfig(_Section):
     data: DataAttackConfig = Field(default_factory=DataAttackConfig)
     update: UpdateAttackConfig = Field(default_factory=UpdateAttackConfig)
     byzantine: ByzantineConfig = Field(default_factory=ByzantineConfig)
+    lifespan_threshold: float = Field(
+        0.5, ge=0, le=1,
+        description="backdoor lifespan: rounds after the last attack round until ASR < this",
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -229,9 +236,12 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """Tables merge key by key, except ``params``: those belong to the chosen ``name`` (a
+    trigger's, a rule's) and are replaced whole."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params"
+        out[k] = _merge(out[k], v) if merge else v
     return out
 
 

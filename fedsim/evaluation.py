@@ -82,10 +82,13 @@ class Evaluator:
     accuracy (prompt ensemble), attack success rate of ``trigger`` towards class ``target``,
     and image↔caption retrieval recall on the test pairs."""
 
-    def __init__(self, model, preprocess, tokenizer, test, *, classnames, templates, trigger, target: int):
+    def __init__(self, model, preprocess, tokenizer, test, *, classnames, templates, trigger,
+                 target: int, extra_triggers: dict | None = None):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.test, self.classnames, self.templates, self.target = test, classnames, templates, target
         self.triggered = make_trigger_images(test.images, trigger)
+        # e.g. DBA's pieces: ASR of each, next to the full trigger's
+        self.extra = {k: make_trigger_images(test.images, t) for k, t in (extra_triggers or {}).items()}
         distinct = sorted(set(test.captions))
         self._captions = distinct
         where = {c: i for i, c in enumerate(distinct)}
@@ -97,7 +100,15 @@ class Evaluator:
         clean = encode_images(self.model, self.test.images, self.preprocess)
         triggered = encode_images(self.model, self.triggered, self.preprocess)
         text = self.model.encode_text(self.tokenizer(self._captions), normalize=True)
+        extra = {
+            name: attack_success_rate(
+                predict(encode_images(self.model, images, self.preprocess), classifier),
+                self.test.labels, self.target,
+            )
+            for name, images in self.extra.items()
+        }
         return {
+            **({"asr_by_trigger": extra} if extra else {}),
             "clean_accuracy": clean_accuracy(predict(clean, classifier), self.test.labels),
             "attack_success_rate": attack_success_rate(
                 predict(triggered, classifier), self.test.labels, self.target
