@@ -1,0 +1,95 @@
+"""The app layer: configs chained with ``extends``, attack pieces composed from the config,
+PGD's projection, the backdoor lifespan, ``fedsim table``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedsim.app import build_client, lifespan, trigger_of
+from fedsim.config import ConfigError, load_config
+from fedsim.records import flatten, float_state
+from clients.honest import LocalSetup
+from clients.malicious import MaliciousClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_extends_merges_tables_but_replaces_params(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        'rounds = 7\n[clients]\nnum = 6\nper_round = 6\n[attack.data.trigger]\nname = "badnet"\nparams = { size = 3 }\n'
+    )
+    (tmp_path / "child.toml").write_text(
+        'extends = "base.toml"\n[clients]\nlr = 1e-3\n[attack.data.trigger]\nname = "sig"\nparams = { delta = 0.1 }\n'
+    )
+    cfg = load_config(tmp_path / "child.toml")
+    assert (cfg.rounds, cfg.clients.num, cfg.clients.lr) == (7, 6, 1e-3)
+    assert cfg.attack.data.trigger.params == {"delta": 0.1}
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "loop.toml")
+
+
+def _cfg(*sets):
+    return load_config(None, ["data.train_size=200", "clients.num=4", "clients.per_round=4",
+                              "attack.malicious=[0, 2]", *sets])
+
+
+def test_malicious_clients_get_their_dba_piece_and_poisoned_captions():
+    cfg = _cfg("attack.data.dba_parts=2", "attack.data.poison_rate=1.0")
+    j = cfg.model_dump_json()
+    honest = build_client(cfg, j, 1)
+    a, b = build_client(cfg, j, 0), build_client(cfg, j, 2)
+    assert not isinstance(honest, MaliciousClient)
+    assert all(c.endswith(" star") for c in a.poisoned.captions)
+    full = trigger_of(cfg)
+    blank = torch.zeros(1, 3, 32, 32)
+    changed = lambda t: (t(blank) != blank).any(0).any(0)  # noqa: E731
+    pa = (a.poisoned.images != a.data.images).any(1).any(0)
+    pb = (b.poisoned.images != b.data.images).any(1).any(0)
+    # each attacker touches only its own half of the full patch, and together they cover it
+    assert pa.sum() > 0 and pb.sum() > 0 and not (pa & pb).any()
+    assert ((pa | pb) <= changed(full)).all()
+
+
+def test_pgd_keeps_the_malicious_update_inside_the_ball():
+    cfg = _cfg("attack.update.pgd_eps=0.05", "attack.data.local_epochs=1", "attack.data.lr=1e-2")
+    client = build_client(cfg, cfg.model_dump_json(), 0)
+    global_state = float_state(client.model)
+    state, _ = client.fit(global_state, LocalSetup(1, 1e-3, 32, 0.1, seed=0), server_round=1)
+    norm = (flatten(state) - flatten(global_state)).norm().item()
+    assert norm <= 0.05 * (1 + 1e-4)
+    unconstrained = build_client(_cfg("attack.data.local_epochs=1", "attack.data.lr=1e-2"),
+                                 cfg.model_dump_json(), 0)
+    unconstrained.pgd_eps = None
+    state, _ = unconstrained.fit(global_state, LocalSetup(1, 1e-3, 32, 0.1, seed=0), server_round=1)
+    assert (flatten(state) - flatten(global_state)).norm().item() > 0.05
+
+
+def test_lifespan_counts_rounds_above_threshold_after_the_last_attack():
+    cfg = load_config(None, ["rounds=8", "attack.schedule.kind='window'", "attack.schedule.stop=3"])
+    asr = [0.2, 0.6, 0.9, 0.8, 0.7, 0.4, 0.6, 0.3]
+    rounds = [{"round": i + 1, "attack_success_rate": a} for i, a in enumerate(asr)]
+    assert lifespan(cfg, rounds) == {"last_attack_round": 3, "backdoor_lifespan": 2, "backdoor_survived": False}
+    rounds = [{"round": i + 1, "attack_success_rate": 0.9} for i in range(8)]
+    assert lifespan(cfg, rounds)["backdoor_lifespan"] == 5 and lifespan(cfg, rounds)["backdoor_survived"]
+    assert lifespan(load_config(None), rounds) == {}  # attacks every round: no lifespan
+
+
+def test_fedsim_table(tmp_path):
+    for name, ca in (("a", 0.5), ("b", 0.25)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"name": name, "strategy": "krum", "clean_accuracy": ca,
+                                                    "attack_success_rate": 0.1, "mean_tpr": 1.0}))
+    out = subprocess.run([sys.executable, "-m", "fedsim.cli", "table", str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("| run | defense | CA | ASR") and "| a | krum | 0.500 | 0.100 | 1.000 |" in lines[2]
+    bad = subprocess.run([sys.executable, "-m", "fedsim.cli", "table", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "summary.json" in bad.stderr
