@@ -72,20 +72,26 @@ def trigger_of(cfg: Config):
 
 
 def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
-    """Optimise the BadCLIP patch once, against the initial global model (the attacker's
-    surrogate) on public data (the pretrain split), and return the config with the learned
-    pixels, so every client and the evaluation use the same trigger and config.toml keeps it."""
+    """Optimise the BadCLIP patch once, as the colluding malicious clients would: on their own
+    local data, against the model they all receive in round 1 (the initial global model). It
+    runs in the server process only as a simulation convenience, so that every attacker and
+    the evaluation use the same pixels; the returned config holds them (config.toml)."""
     t = cfg.attack.data.trigger
     if t.name != "badclip" or "pattern" in t.params:
         return cfg
     p = {**BADCLIP_DEFAULTS, **t.params}
     target = SHAPES.index(cfg.attack.data.target)
-    public = load_split(cfg.data.name, "pretrain", 1000, cfg.seed)
+    config_json = cfg.model_dump_json()
+    parts = [_partition(config_json, pid) for pid in cfg.malicious]
+    images = torch.cat([d.images for d in parts])
+    labels = torch.cat([d.labels for d in parts])
+    if not (labels == target).any():
+        raise ValueError(f"BadCLIP: the malicious clients hold no image of {cfg.attack.data.target!r}")
     prompts = [template.format(cfg.attack.data.target) for template in ZERO_SHOT_TEMPLATES]
     patch = badclip_optimize_patch(
-        model, preprocess, public.images[public.labels != target],
+        model, preprocess, images[labels != target],
         target_text_tokens=tokenizer(prompts),
-        target_images=public.images[public.labels == target],
+        target_images=images[labels == target],
         size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
         lambda_image=p["lambda_image"], generator=torch.Generator().manual_seed(cfg.seed),
     )

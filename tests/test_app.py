@@ -93,3 +93,25 @@ def test_fedsim_table(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fedsim.cli", "table", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "summary.json" in bad.stderr
+
+
+def test_badclip_patch_is_learned_on_the_attackers_data_and_kept_in_the_config():
+    from fedsim.app import resolve_badclip
+    from fedsim.models import create_model_and_transforms
+
+    cfg = _cfg("attack.data.trigger.name='badclip'", "attack.data.trigger.params={steps=3, size=3}")
+    with pytest.raises(ValueError, match="not been optimised"):
+        trigger_of(cfg)
+    model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    resolved = resolve_badclip(cfg, model, preprocess, tokenizer)
+    pattern = torch.tensor(resolved.attack.data.trigger.params["pattern"])
+    assert pattern.shape == (3, 3, 3) and 0 <= pattern.min() and pattern.max() <= 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.zeros(1, 3, 32, 32)
+    torch.testing.assert_close(trigger_of(resolved)(x)[0, :, -3:, -3:], pattern, atol=1e-6, rtol=0)
+    # the resolved config (with the learned pixels) round-trips through config.toml
+    from fedsim.config import Config
+    import tomllib
+
+    assert Config.model_validate(tomllib.loads(resolved.to_toml())) == resolved
