@@ -35,11 +35,12 @@ class MaliciousClient(HonestClient):
         update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
         local_attack: Callable[[torch.nn.Module, Callable], None] | None = None,
         pgd_eps: float | None = None,
+        step_mask: torch.Tensor | None = None,
     ):
         super().__init__(model, preprocess, tokenizer, data, partition_id)
         self.active, self.poisoned = active, poisoned
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
-        self.local_attack, self.pgd_eps = local_attack, pgd_eps
+        self.local_attack, self.pgd_eps, self.step_mask = local_attack, pgd_eps, step_mask
         self._center: torch.Tensor | None = None
 
     def local_data(self, server_round: int) -> ShapesData:
@@ -48,16 +49,22 @@ class MaliciousClient(HonestClient):
         return self.data
 
     def _project(self, model) -> None:
-        """PGD (Sun et al. 2019; Wang et al., NeurIPS 2020): after every local step, project
-        the model back onto the L2 ball of radius ``pgd_eps`` around the global model."""
+        """After every local step: Neurotoxin (Zhang et al., ICML 2022) resets the coordinates
+        outside ``step_mask`` to the global model's, so the update lives only where the mask
+        allows; PGD (Sun et al. 2019; Wang et al., NeurIPS 2020) then projects the model onto
+        the L2 ball of radius ``pgd_eps`` around the global model."""
         state = float_state(model)
         flat = flatten(state)
-        projected = project_l2(flat, self._center, self.pgd_eps)
+        projected = flat
+        if self.step_mask is not None:
+            projected = torch.where(self.step_mask, projected, self._center)
+        if self.pgd_eps is not None:
+            projected = project_l2(projected, self._center, self.pgd_eps)
         if not torch.equal(projected, flat):
             load_float_state(model, unflatten(projected, state))
 
     def train(self, data: ShapesData, setup: LocalSetup, server_round: int, after_step=None) -> float:
-        if self.pgd_eps is not None and self.active(server_round):
+        if (self.pgd_eps is not None or self.step_mask is not None) and self.active(server_round):
             after_step = self._project
         loss = super().train(data, setup, server_round, after_step)
         if self.local_attack is not None and self.active(server_round):

@@ -156,26 +156,29 @@ def schedule_of(cfg: Config):
     return make_schedule(a.schedule.kind, **kwargs)
 
 
-def _update_attack(cfg: Config, context: Context | None):
+def _update_attack(cfg: Config):
     """The update attack of ``attack.update`` as ``(update, round) -> update``."""
     u = cfg.attack.update
     if u.name == "model_replacement":
         return lambda update, r: model_replacement(update, **u.params)
     if u.name == "norm_bound":
         return lambda update, r: norm_bound(update, **u.params)
-    if u.name == "neurotoxin":
-        # The attacker's estimate of the benign direction is the last change of the global
-        # model (Zhang et al., ICML 2022), which a node remembers in its Flower context state.
-        def neurotoxin(update, r):
-            previous = context.state.array_records.get(PREVIOUS_GLOBAL) if context else None
-            current = context.state.array_records.get(CURRENT_GLOBAL) if context else None
-            if previous is None or current is None:
-                return update
-            benign = flatten(current.to_torch_state_dict()) - flatten(previous.to_torch_state_dict())
-            return apply_mask(update, neurotoxin_mask(benign, **u.params))
-
-        return neurotoxin
     return None
+
+
+def _neurotoxin_mask(cfg: Config, context: Context | None) -> torch.Tensor | None:
+    """Neurotoxin's mask for this round: coordinates outside the top-k % of the last change of
+    the global model (the attacker's estimate of where benign clients write, Zhang et al., ICML
+    2022), which the attacker's node remembers in its Flower context state. None before the
+    node has seen two global models."""
+    if cfg.attack.update.name != "neurotoxin" or context is None:
+        return None
+    previous = context.state.array_records.get(PREVIOUS_GLOBAL)
+    current = context.state.array_records.get(CURRENT_GLOBAL)
+    if previous is None or current is None:
+        return None
+    benign = flatten(current.to_torch_state_dict()) - flatten(previous.to_torch_state_dict())
+    return neurotoxin_mask(benign, **cfg.attack.update.params)
 
 
 def _badencoder(cfg: Config, data, trigger, seed: int):
@@ -226,9 +229,10 @@ def build_client(cfg: Config, config_json: str, partition_id: int, context: Cont
         poisoned=poisoned,
         epochs=a.data.local_epochs if poisoned is not None else None,
         lr=a.data.lr if poisoned is not None else None,
-        update_attack=_update_attack(cfg, context),
+        update_attack=_update_attack(cfg),
         local_attack=local_attack,
         pgd_eps=a.update.pgd_eps,
+        step_mask=_neurotoxin_mask(cfg, context),
     )
 
 

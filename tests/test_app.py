@@ -115,3 +115,14 @@ def test_badclip_patch_is_learned_on_the_attackers_data_and_kept_in_the_config()
     import tomllib
 
     assert Config.model_validate(tomllib.loads(resolved.to_toml())) == resolved
+
+
+def test_neurotoxin_confines_every_step_to_the_mask():
+    cfg = _cfg("attack.data.local_epochs=1")
+    client = build_client(cfg, cfg.model_dump_json(), 0)
+    global_state = float_state(client.model)
+    d = flatten(global_state).numel()
+    client.step_mask = torch.arange(d) % 3 == 0
+    state, _ = client.fit(global_state, LocalSetup(1, 1e-3, 32, 0.1, seed=0), server_round=1)
+    update = flatten(state) - flatten(global_state)
+    assert (update[~client.step_mask] == 0).all() and (update[client.step_mask] != 0).any()
