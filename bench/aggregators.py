@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50, help="clients (rows)")
     parser.add_argument("--d", type=int, default=3_500_000, help="parameters (columns)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per rule; the median is reported")
-    parser.add_argument("--flower-repeat", type=int, default=None, help="runs per Flower strategy (default --repeat)")
+    parser.add_argument("--flower-repeat", type=int, default=None,
+                        help="runs per Flower strategy (default: --repeat)")
     parser.add_argument("--arrays", type=int, default=16, help="arrays per Flower reply (model layers)")
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated rule names")
     parser.add_argument("--seed", type=int, default=0)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--rules: unknown {unknown}; allowed: {', '.join(RULES)}")
     if args.n < 7 or args.d < 1 or args.repeat < 1 or args.arrays < 1 or args.arrays > args.d:
-        parser.error("need --n >= 7 (Bulyan with f = (n - 3) // 4 >= 1), --d >= 1, --repeat >= 1, 1 <= --arrays <= d")
+        parser.error("need --n >= 7 (Bulyan with f = (n - 3) // 4 >= 1), --d >= 1, --repeat >= 1, "
+                     "1 <= --arrays <= d")
     flower_repeat = args.flower_repeat or args.repeat
 
     # Flower builds Messages only inside a task; give this process one, as a ServerApp has.
@@ -134,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     x = inputs["updates"]
     global_flat = (np.random.default_rng(args.seed).standard_normal(args.d) * 0.02).astype(np.float32)
     flower = flower_strategies(inputs)
+    load_before = os.getloadavg()[0]
     print(f"n={args.n} d={args.d} f={inputs['f']} repeat={args.repeat} flower_repeat={flower_repeat} "
-          f"torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} torch={torch.__version__} flwr={flwr.__version__}",
-          flush=True)
+          f"torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} load={load_before:.1f} "
+          f"torch={torch.__version__} flwr={flwr.__version__}", flush=True)
 
     rows = []
-    header = f"{'rule':<18} {'ours s':>9} {'flower':<14} {'flower s':>9} {'flower/ours':>11} {'max |diff|':>10}  note"
+    header = (f"{'rule':<18} {'ours s':>9} {'flower':<14} {'flower s':>9} {'flower/ours':>11} "
+              f"{'max |diff|':>10}  note")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -168,12 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         diff = f"{row['max_abs_diff']:10.2e}" if row["max_abs_diff"] is not None else f"{'-':>10}"
         print(f"{name:<18} {ours_s:9.3f} {fl:<14} {fs} {ratio} {diff}  {row['note']}", flush=True)
 
+    load_after = os.getloadavg()[0]
+    if max(load_before, load_after) > os.cpu_count():
+        print(f"note: load average {max(load_before, load_after):.1f} > {os.cpu_count()} CPUs: "
+              "other processes shared the cores, times are inflated")
     if args.json:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"n": args.n, "d": args.d, "f": inputs["f"], "repeat": args.repeat, "flower_repeat": flower_repeat,
-                "arrays": args.arrays, "seed": args.seed, "torch_threads": torch.get_num_threads(),
-                "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                "torch": torch.__version__, "flwr": flwr.__version__, "numpy": np.__version__}
+        meta = {
+            "n": args.n, "d": args.d, "f": inputs["f"], "repeat": args.repeat, "flower_repeat": flower_repeat,
+            "arrays": args.arrays, "seed": args.seed, "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "machine": platform.machine(),
+            # 1-min load average around the run: above the CPU count, other work shared the cores
+            "load_before": load_before, "load_after": load_after, "python": platform.python_version(),
+            "torch": torch.__version__, "flwr": flwr.__version__, "numpy": np.__version__,
+        }
         RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"wrote {RESULTS}")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from strategies.krum import krum_order, squared_distances
+from strategies.geometry import squared_distances
+from strategies.krum import krum_order
 from strategies.median import coordinate_sort, sorted_median
 from strategies.params import require_int
 from strategies.result import AggregationResult, check_updates

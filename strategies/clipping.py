@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from strategies.geometry import row_norms
 from strategies.params import require_int, require_real
 from strategies.result import AggregationResult, all_accepted, check_updates
 
@@ -52,13 +53,15 @@ def norm_clipping(
     sigma = require_real("norm_clipping", "sigma", sigma, strict=False)
     if p is None:
         p = torch.full((n,), 1.0 / n, dtype=updates.dtype, device=updates.device)
-    norms = torch.linalg.vector_norm(updates, dim=1)
+    norms = row_norms(updates)
     aggregate = add_gaussian_noise((p * clip_factors(norms, tau)) @ updates, sigma, generator)
     return AggregationResult(
         aggregate=aggregate,
         accepted=all_accepted(n),
         weights=p,
-        info={"tau": tau, "sigma": sigma, "clipped": int((norms > tau).sum()), "max_norm": float(norms.max())},
+        info={
+            "tau": tau, "sigma": sigma, "clipped": int((norms > tau).sum()), "max_norm": float(norms.max())
+        },
     )
 
 
@@ -88,11 +91,13 @@ def centered_clipping(
         v = torch.zeros(d, dtype=updates.dtype, device=updates.device)
     else:
         if tuple(previous.shape) != (d,):
-            raise ValueError(f"centered_clipping: previous has shape {tuple(previous.shape)}, expected ({d},)")
+            raise ValueError(
+                f"centered_clipping: previous has shape {tuple(previous.shape)}, expected ({d},)"
+            )
         v = previous.to(dtype=updates.dtype, device=updates.device)
     for _ in range(L):
         diff = updates - v
-        norms = torch.linalg.vector_norm(diff, dim=1)
+        norms = row_norms(diff)
         v = v + clip_factors(norms, tau) @ diff / n
     return AggregationResult(
         aggregate=v,

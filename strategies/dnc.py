@@ -40,7 +40,9 @@ def dnc(
     b = require_int("dnc", "b", b, low=1)
     removed = math.floor(c * f)
     if removed >= n:
-        raise ValueError(f"dnc: c*f = {c}*{f} removes {removed} of n={n} clients per iteration; needs fewer than n")
+        raise ValueError(
+            f"dnc: c*f = {c}*{f} removes {removed} of n={n} clients per iteration; needs fewer than n"
+        )
     b = min(b, d)
     good = torch.ones(n, dtype=torch.bool)
     for _ in range(niters):

@@ -8,7 +8,7 @@ import torch
 from sklearn.cluster import HDBSCAN
 
 from strategies.clipping import add_gaussian_noise, clip_factors
-from strategies.krum import cosine_similarities
+from strategies.geometry import cosine_similarities, gram
 from strategies.params import require_real
 from strategies.result import AggregationResult, all_accepted, check_updates
 
@@ -25,8 +25,9 @@ def flame(
     1. HDBSCAN on the pairwise cosine distances 1 − cos(Δ_i, Δ_j) (float64, precomputed),
        min_cluster_size = ⌊n/2⌋ + 1, min_samples = 1, allow_single_cluster; keep the
        clients of the largest cluster (those HDBSCAN calls noise are dropped too, even
-       honest ones at the cluster's edge, as in the paper). Being at least ⌊n/2⌋ + 1 strong, that cluster is a
-       majority: FLAME assumes fewer than n/2 malicious clients (no f to set).
+       honest ones at the cluster's edge, as in the paper). Being at least ⌊n/2⌋ + 1
+       strong, that cluster is a majority: FLAME assumes fewer than n/2 malicious clients
+       (no f to set).
     2. S_t = median of ‖Δ_i‖ over *all* n updates (even n: mean of the two middle norms);
        clip every kept update to S_t: Δ_i · min(1, S_t/‖Δ_i‖).
     3. Aggregate = unweighted mean of the kept clipped updates + N(0, (λ S_t)²) on every
@@ -45,7 +46,8 @@ def flame(
     lam = require_real("flame", "lam", lam, strict=False)
     if n < 2:
         raise ValueError(f"flame: needs n >= 2 clients to cluster, got n={n}")
-    cosine_distance = (1.0 - cosine_similarities(updates)).clamp(0.0, 2.0).fill_diagonal_(0.0)
+    g = gram(updates)
+    cosine_distance = (1.0 - cosine_similarities(g)).clamp(0.0, 2.0).fill_diagonal_(0.0)
     labels = HDBSCAN(
         metric="precomputed",
         min_cluster_size=n // 2 + 1,
@@ -62,10 +64,10 @@ def flame(
         counts = torch.bincount(clustered)
         accepted = torch.nonzero(labels == int(counts.argmax())).flatten()
 
-    norms = torch.linalg.vector_norm(updates, dim=1)
-    s_t = float(torch.quantile(norms.to(torch.float64), 0.5))
+    norms = g.diagonal().sqrt()
+    s_t = float(torch.quantile(norms, 0.5))
     kept = updates[accepted.to(updates.device)]
-    factors = clip_factors(norms[accepted.to(norms.device)], s_t)
+    factors = clip_factors(norms[accepted.to(norms.device)], s_t).to(updates.dtype)
     sigma = lam * s_t
     aggregate = add_gaussian_noise(factors @ kept / kept.shape[0], sigma, generator)
     return AggregationResult(

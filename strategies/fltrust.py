@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from strategies.geometry import gram, row_norms
 from strategies.result import AggregationResult, check_updates
 
 
@@ -27,10 +28,10 @@ def fltrust(
     d = updates.shape[1]
     if tuple(root_update.shape) != (d,):
         raise ValueError(f"fltrust: root_update has shape {tuple(root_update.shape)}, expected ({d},)")
-    g0 = root_update.to(dtype=torch.float64, device=updates.device)
-    g0_norm = float(torch.linalg.vector_norm(g0))
-    norms = torch.linalg.vector_norm(updates, dim=1, dtype=torch.float64)
-    dots = (updates @ g0.to(updates.dtype)).to(torch.float64)
+    g0 = root_update.to(dtype=updates.dtype, device=updates.device)
+    g0_norm = float(row_norms(g0[None])[0])
+    norms = row_norms(updates).to(torch.float64)
+    dots = gram(updates, g0[None])[:, 0]
     usable = (norms > 0) & (g0_norm > 0)
     cos = torch.where(usable, dots / torch.where(usable, norms * g0_norm, 1.0), 0.0)
     trust = cos.clamp_min(0.0)

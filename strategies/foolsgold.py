@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies.krum import cosine_similarities
+from strategies.geometry import cosine_similarities, gram
 from strategies.params import require_real
 from strategies.result import AggregationResult, check_updates
 
@@ -44,7 +44,7 @@ def foolsgold(
         raise ValueError(
             f"foolsgold: history has shape {tuple(history.shape)}, expected {tuple(updates.shape)}"
         )
-    cs = cosine_similarities(history).fill_diagonal_(0.0)
+    cs = cosine_similarities(gram(history)).fill_diagonal_(0.0)
     v = cs.max(dim=1).values
     pardon = v[None, :] > v[:, None]
     cs = torch.where(pardon, cs * v[:, None] / torch.where(pardon, v[None, :], 1.0), cs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies.krum import gram
+from strategies.geometry import gram
 from strategies.params import require_int, require_real
 from strategies.result import AggregationResult, all_accepted, check_updates
 

@@ -1,51 +1,13 @@
 """Krum and Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with
-Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017), and the pairwise geometry
-(Gram matrix, squared distances, cosines) that the distance- and cosine-based rules share."""
+Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017)."""
 
 from __future__ import annotations
 
 import torch
 
+from strategies.geometry import squared_distances
 from strategies.params import require_int
 from strategies.result import AggregationResult, check_updates
-
-# Columns per block when accumulating the Gram matrix: bounds the float64 copy to
-# n × 2^18 × 8 bytes (100 MB for n = 50) whatever d is.
-_BLOCK = 1 << 18
-
-
-def gram(rows: torch.Tensor) -> torch.Tensor:
-    """(n, n) float64 inner products ⟨x_i, x_j⟩ of the rows of an (n, d) tensor.
-
-    Accumulated in float64 over column blocks: float32 products over millions of coordinates
-    lose the small differences between near-identical updates (sybils, duplicates) that
-    distances and cosines must resolve."""
-    n = rows.shape[0]
-    g = torch.zeros(n, n, dtype=torch.float64, device=rows.device)
-    for block in rows.split(_BLOCK, dim=1):
-        b = block.to(torch.float64)
-        g += b @ b.T
-    # BLAS need not return an exactly symmetric product; exact symmetry makes d(i, j) and
-    # d(j, i) equal, so the ties Krum has by construction stay ties (see krum_order).
-    return (g + g.T) / 2
-
-
-def squared_distances(updates: torch.Tensor) -> torch.Tensor:
-    """(n, n) float64 squared L2 distances ‖Δ_i − Δ_j‖² = ‖Δ_i‖² + ‖Δ_j‖² − 2⟨Δ_i, Δ_j⟩,
-    clamped at 0 (rounding can make the expansion slightly negative), zero diagonal."""
-    g = gram(updates)
-    sq = g.diagonal()
-    dist = (sq[:, None] + sq[None, :] - 2 * g).clamp_min_(0)
-    return dist.fill_diagonal_(0)
-
-
-def cosine_similarities(rows: torch.Tensor) -> torch.Tensor:
-    """(n, n) float64 cosine similarities of the rows; a zero row has similarity 0 to all."""
-    g = gram(rows)
-    norms = g.diagonal().sqrt()
-    inv = torch.where(norms > 0, 1.0 / norms, 0.0)
-    return g * inv[:, None] * inv[None, :]
-
 
 def krum_scores(dist: torch.Tensor, k: int) -> torch.Tensor:
     """Score(i) = sum of the k smallest squared distances from i to the *other* rows.

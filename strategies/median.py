@@ -13,8 +13,8 @@ from strategies.result import AggregationResult, all_accepted, check_updates
 def coordinate_sort(updates: torch.Tensor) -> torch.Tensor:
     """The (n, d) updates with every column sorted ascending (a copy)."""
     if updates.device.type == "cpu" and updates.dtype in (torch.float32, torch.float64):
-        # numpy's vectorised sort along axis 0 is ~4x faster than torch.sort(dim=0) on CPU
-        # (0.6 s vs 2.6 s for a (50, 3.5M) float32 tensor on 2 cores).
+        # numpy's vectorised sort along axis 0 is much faster than torch's on CPU: 0.6 s
+        # against 7 s for torch.sort(dim=0) on a (50, 3.5M) float32 tensor, 2 cores.
         return torch.from_numpy(np.sort(updates.detach().numpy(), axis=0))
     return torch.sort(updates, dim=0).values
 

@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, Mult
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from strategies import bulyan, krum, median, multi_krum, trimmed_mean
-from strategies.krum import squared_distances
+from strategies.geometry import squared_distances
 from tests.conftest import make_reply
 
 SHAPES = {"w": (3, 4), "b": (5,)}  # d = 17, two arrays so flattening order matters
@@ -22,7 +22,7 @@ D = 17
 
 @pytest.fixture(autouse=True, scope="module")
 def _cheap_gc():
-    """Flower's Bulyan calls gc.collect() for every array it converts; with torch loaded each
+    """Flower's Bulyan calls gc.collect() for every reply it converts; with torch loaded each
     takes ~0.2 s. Freezing the objects alive now keeps those collections short."""
     gc.freeze()
     yield
