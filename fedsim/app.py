@@ -349,7 +349,9 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
             **({"asr_by_trigger": metrics["asr_by_trigger"]} if "asr_by_trigger" in metrics else {}),
         }
         run_dir.append_round(record)
-        extra = f"  TPR {record['tpr']:.2f} FPR {record['fpr']:.2f}" if record.get("tpr") is not None and cfg.strategy.name != "fedavg" else ""
+        # Detection rates mean something only for a rule that filters: show them once it does.
+        extra = (f"  TPR {record['tpr']:.2f} FPR {record['fpr']:.2f}"
+                 if record.get("tpr") is not None and record.get("flagged") else "")
         skipped = f"  [{record['skipped']}]" if record.get("skipped") else ""
         log(
             f"round {server_round:2d}  CA {record['clean_accuracy']:.3f}  "
