@@ -34,6 +34,11 @@ MAX_NUM_EXAMPLES = 10**7
 Adversary = Callable[[int, list[int], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _mean_finite(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
 class RobustStrategy(Strategy):
     """Thin Flower adapter: ``rule(updates, *, weights, **params)`` does all the math.
 
@@ -158,7 +163,8 @@ class RobustStrategy(Strategy):
                 [pids.index(p) for p in accepted], mal.tolist(), len(pids)
             ),
             rule_info=result.info,
-            train_loss=float(np.mean([r[3] for r in rows])),
+            # clients may omit or garble their loss (NaN): average the ones that reported it
+            train_loss=_mean_finite([r[3] for r in rows]),
         )
         self.previous = result.aggregate
         new = torch.from_numpy(np.concatenate([a.reshape(-1) for a in self._global.values()]).astype(np.float32))
@@ -167,7 +173,10 @@ class RobustStrategy(Strategy):
         for k, a in self._global.items():
             out[k] = Array(new[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype))
             i += a.size
-        return ArrayRecord(out), MetricRecord({"train-loss": stats["train_loss"], "num-clients": len(rows)})
+        metrics = {"num-clients": len(rows)}
+        if stats["train_loss"] is not None:
+            metrics["train-loss"] = stats["train_loss"]
+        return ArrayRecord(out), MetricRecord(metrics)
 
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
         return []  # evaluation is centralised (evaluate_fn)

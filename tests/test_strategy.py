@@ -145,3 +145,13 @@ def test_no_valid_reply_keeps_the_global_model(flower_task):
     _start(strategy, 2, _state(rng))
     out, _ = strategy.aggregate_train(1, [])
     assert out is None and strategy.last_round["skipped"] == "no valid replies"
+
+
+def test_missing_losses_are_skipped_in_the_round_loss(flower_task):
+    rng = np.random.default_rng(6)
+    strategy = RobustStrategy(fedavg, per_round=2, seed=0)
+    _start(strategy, 2, _state(rng))
+    replies = [make_reply(_state(rng), {"num-examples": 1, "partition-id": 0, "train-loss": 2.0}, 100),
+               make_reply(_state(rng), {"num-examples": 1, "partition-id": 1}, 101)]
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert strategy.last_round["train_loss"] == 2.0 and metrics["train-loss"] == 2.0
