@@ -300,22 +300,23 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
     if cfg.model.init == "warm":
         load_float_state(model, warm_start(cfg, log=log))
     if cfg.attack.data.trigger.name == "badclip" and "pattern" not in cfg.attack.data.trigger.params:
-        initial = float_state(model)
-        cfg = resolve_badclip(cfg, model, preprocess, tokenizer)
-        load_float_state(model, initial)  # BadCLIP leaves weights alone; BatchNorm stats too
+        cfg = resolve_badclip(cfg, model, preprocess, tokenizer)  # leaves the model untouched
         run_dir.write_config(cfg.to_toml())
         log("optimised the BadCLIP patch; its pixels are in config.toml")
+    trigger = trigger_of(cfg)
     evaluator = Evaluator(
         model, preprocess, tokenizer,
         load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed),
         classnames=SHAPES, templates=ZERO_SHOT_TEMPLATES,
-        trigger=trigger_of(cfg), target=SHAPES.index(cfg.attack.data.target),
+        trigger=trigger, target=SHAPES.index(cfg.attack.data.target),
         extra_triggers={
-            f"piece{i}": piece for i, piece in enumerate(split_patch(trigger_of(cfg), cfg.attack.data.dba_parts))
+            f"piece{i}": piece for i, piece in enumerate(split_patch(trigger, cfg.attack.data.dba_parts))
         } if cfg.attack.data.dba_parts else None,
     )
     initial = float_state(model)
     rule = RULES[cfg.strategy.name]
+    # Only FLTrust needs the server's own model and root split: build them only for it.
+    needs_root = "root_update" in inspect.signature(rule).parameters
     strategy = RobustStrategy(
         rule,
         cfg.strategy.params,
@@ -324,7 +325,7 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
         server_lr=cfg.strategy.server_lr,
         malicious=cfg.malicious,
         adversary=adversary_of(cfg),
-        root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name)),
+        root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name)) if needs_root else None,
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
     )
     initial_metrics: dict = {}
