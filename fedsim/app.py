@@ -274,17 +274,18 @@ def client_train(msg: Message, context: Context) -> Message:
 
 
 # -- server side ----------------------------------------------------------------------------
-def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict], torch.Tensor]:
-    """FLTrust's server update g0: one local epoch of the honest recipe on the clean root split."""
+def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
+    """FLTrust's server update g0: the honest recipe on the clean root split, at the round's
+    learning rate (as the clients train), so g0 and the client updates are on one scale."""
     root = load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
     tokens = tokenize(tokenizer, root.captions)
 
-    def fn(global_arrays: dict[str, np.ndarray]) -> torch.Tensor:
+    def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
         state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in global_arrays.items())
         load_float_state(model, state)
         train_epochs(
             model, root.images, tokens, preprocess=preprocess,
-            epochs=cfg.clients.local_epochs, lr=cfg.clients.lr,
+            epochs=cfg.clients.local_epochs, lr=round_lr(cfg, server_round),
             batch_size=cfg.clients.batch_size, weight_decay=cfg.clients.weight_decay,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
@@ -320,6 +321,7 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
     strategy = RobustStrategy(
         rule,
         cfg.strategy.params,
+        num_partitions=cfg.clients.num,
         per_round=cfg.clients.per_round,
         seed=cfg.seed,
         server_lr=cfg.strategy.server_lr,

@@ -3,8 +3,10 @@
 It only (1) picks the round's participants with a seeded RNG (Flower's own sampling uses the
 unseeded global ``random``), (2) turns the replies into an (n, d) tensor of updates
 Δ_i = w_i − w_global, rows sorted by partition id, after rejecting malformed replies, (3) calls
-the rule, (4) applies ``global + server_lr · aggregate``, and (5) records what the rule accepted
-against the known malicious partitions. State a rule declares in its signature
+the rule, (4) applies ``global + server_lr · aggregate`` — unless the rule raised or that holds
+NaN/Inf: the round is then skipped and the global model kept —, and (5) records what the rule
+accepted against the known malicious partitions. Only the nodes sent a message this round count,
+each once, with the integer partition id they were sent as. State a rule declares in its signature
 (``history``: per-client sums of updates, FoolsGold; ``previous``: last aggregate, centered
 clipping; ``root_update``: the server's update on clean root data, FLTrust; ``generator``) is
 kept here and passed in.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 
@@ -45,7 +48,9 @@ class RobustStrategy(Strategy):
     ``malicious`` (ground truth, used only for detection metrics and the adversary hook),
     ``adversary``: the simulation device for omniscient attacks — it sees the honest updates of
     the round before aggregation and may rewrite the malicious rows.
-    ``root_update_fn(global_state) -> (d,)``: for rules that take ``root_update``.
+    ``num_partitions``: the nodes must hold exactly the partition ids 0..num_partitions − 1,
+    one node each (checked before round 1).
+    ``root_update_fn(global_state, round) -> (d,)``: for rules that take ``root_update``.
     ``round_config_fn(round) -> dict``: per-round entries added to the train config."""
 
     def __init__(
@@ -53,17 +58,19 @@ class RobustStrategy(Strategy):
         rule: Callable,
         params: dict | None = None,
         *,
+        num_partitions: int,
         per_round: int,
         seed: int = 0,
         server_lr: float = 1.0,
         malicious: Iterable[int] = (),
         adversary: Adversary | None = None,
-        root_update_fn: Callable[[dict], torch.Tensor] | None = None,
+        root_update_fn: Callable[[dict, int], torch.Tensor] | None = None,
         round_config_fn: Callable[[int], dict] | None = None,
         weigh_by_examples: bool = True,
     ) -> None:
         self.rule, self.params = rule, dict(params or {})
-        self.per_round, self.seed, self.server_lr = per_round, seed, server_lr
+        self.num_partitions, self.per_round = num_partitions, per_round
+        self.seed, self.server_lr = seed, server_lr
         self.malicious = set(malicious)
         self.adversary, self.root_update_fn = adversary, root_update_fn
         self.round_config_fn = round_config_fn
@@ -106,14 +113,18 @@ class RobustStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         stats = self.last_round
+        replies = list(replies)
+        per_node = Counter(msg.metadata.src_node_id for msg in replies)
         rows, rejected, bytes_up = [], {}, 0
         for msg in replies:
-            pid, reason, update, n_ex, loss = self._parse(msg)
+            node = msg.metadata.src_node_id
+            pid, reason, update, n_ex, loss = self._parse(msg, per_node[node])
             if msg.has_content():
                 bytes_up += sum(r.count_bytes() for r in msg.content.array_records.values())
             if reason:
-                rejected[str(pid if pid is not None else f"node-{msg.metadata.src_node_id}")] = reason
-                log(WARNING, "round %d: rejected reply from %s: %s", server_round, pid, reason)
+                key = str(pid) if pid is not None else f"node-{node}"
+                rejected[key] = reason
+                log(WARNING, "round %d: rejected reply from %s: %s", server_round, key, reason)
                 continue
             rows.append((pid, update, n_ex, loss))
         rows.sort(key=lambda r: r[0])
@@ -136,6 +147,19 @@ class RobustStrategy(Strategy):
                 # what they trained, and rounds.jsonl says so.
                 log(WARNING, "round %d: adversary not applied: %s", server_round, e)
                 stats["attack_skipped"] = str(e)
+            # What the attack wrote is what those clients sent: NaN/Inf is rejected as in _parse.
+            finite = torch.isfinite(updates).all(dim=1)
+            if not finite.all():
+                for i in torch.nonzero(~finite).flatten().tolist():
+                    rejected[str(pids[i])] = "update has NaN or Inf (written by the attack)"
+                    log(WARNING, "round %d: rejected %s: the attack made it NaN or Inf", server_round, pids[i])
+                rows = [r for r, keep in zip(rows, finite.tolist()) if keep]
+                pids = [r[0] for r in rows]
+                updates, mal = updates[finite], mal[finite]
+                weights = weights[finite] if weights is not None else None
+                if not rows:
+                    stats["skipped"] = "no finite update"
+                    return None, None
         kwargs = dict(self.params)
         if "history" in self._wants:
             for p, u in zip(pids, updates):
@@ -144,16 +168,33 @@ class RobustStrategy(Strategy):
         if "previous" in self._wants:
             kwargs["previous"] = self.previous
         if "root_update" in self._wants:
-            kwargs["root_update"] = self.root_update_fn(self._global)
+            kwargs["root_update"] = self.root_update_fn(self._global, server_round)
         if "generator" in self._wants:
             kwargs["generator"] = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
         try:
             result = self.rule(updates, weights=weights, **kwargs)
-        except ValueError as e:
-            # A precondition (e.g. Krum's n > 2f + 2) failed with the replies we actually got:
-            # keep the global model, and say so in rounds.jsonl — never fall back to FedAvg.
-            log(WARNING, "round %d: %s not applied: %s", server_round, self.rule.__name__, e)
-            stats["skipped"] = f"precondition: {e}"
+        except Exception as e:
+            # A precondition (e.g. Krum's n > 2f + 2) failed with the replies we actually got,
+            # or the math broke (a singular matrix): one round must not end the run. Keep the
+            # global model, and say so in rounds.jsonl — never fall back to FedAvg.
+            log(WARNING, "round %d: %s not applied: %s", server_round, self.rule.__name__, e,
+                exc_info=not isinstance(e, ValueError))
+            stats["skipped"] = f"{self.rule.__name__} raised {type(e).__name__}: {e}"
+            return None, None
+        if not torch.isfinite(result.aggregate).all():
+            stats["skipped"] = f"{self.rule.__name__} returned a NaN or Inf aggregate"
+            log(WARNING, "round %d: %s", server_round, stats["skipped"])
+            return None, None
+        flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in self._global.values()]).astype(np.float32))
+        flat = flat + self.server_lr * result.aggregate.to(flat.dtype)
+        out, i = {}, 0
+        with np.errstate(over="ignore"):  # an overflow to Inf is caught just below
+            for k, a in self._global.items():
+                out[k] = flat[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype)
+                i += a.size
+        if not all(np.isfinite(v).all() for v in out.values()):
+            stats["skipped"] = "the new global model would hold NaN or Inf"
+            log(WARNING, "round %d: %s", server_round, stats["skipped"])
             return None, None
         accepted = sorted(pids[i] for i in result.accepted.tolist())
         stats.update(
@@ -167,16 +208,10 @@ class RobustStrategy(Strategy):
             train_loss=_mean_finite([r[3] for r in rows]),
         )
         self.previous = result.aggregate
-        new = torch.from_numpy(np.concatenate([a.reshape(-1) for a in self._global.values()]).astype(np.float32))
-        new = new + self.server_lr * result.aggregate.to(new.dtype)
-        out, i = {}, 0
-        for k, a in self._global.items():
-            out[k] = Array(new[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype))
-            i += a.size
         metrics = {"num-clients": len(rows)}
         if stats["train_loss"] is not None:
             metrics["train-loss"] = stats["train_loss"]
-        return ArrayRecord(out), MetricRecord(metrics)
+        return ArrayRecord({k: Array(v) for k, v in out.items()}), MetricRecord(metrics)
 
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
         return []  # evaluation is centralised (evaluate_fn)
@@ -186,23 +221,47 @@ class RobustStrategy(Strategy):
 
     # -- helpers ---------------------------------------------------------------------------
     def _discover(self, grid: Grid) -> dict[int, int]:
-        """Ask every node for its partition id (the server cannot see the mapping)."""
+        """Ask every node for its partition id (the server cannot see the mapping). Anything but
+        exactly one node for each of 0..num_partitions − 1 is a RuntimeError: a node outside
+        that range would fail every round, a missing one would silently never train."""
         node_ids = sorted(grid.get_node_ids())
         msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
-        mapping = {}
+        nodes_of: dict[int, list[int]] = {}
+        problems = []
         for reply in grid.send_and_receive(msgs, timeout=600):
-            if reply.has_error() or "info" not in reply.content.metric_records:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                problems.append(f"node {node} failed: {reply.error.reason}")
                 continue
-            pid = reply.content.metric_records["info"].get("partition-id")
-            if isinstance(pid, int) and pid not in mapping:
-                mapping[pid] = reply.metadata.src_node_id
-        if not mapping:
-            raise RuntimeError("no node reported a partition id")
-        return mapping
+            info = reply.content.metric_records.get("info")
+            pid = info.get("partition-id") if info is not None else None
+            if type(pid) is not int:
+                problems.append(f"node {node} reported partition-id {pid!r}, not an int")
+                continue
+            nodes_of.setdefault(pid, []).append(node)
+        expected = set(range(self.num_partitions))
+        missing, extra = sorted(expected - set(nodes_of)), sorted(set(nodes_of) - expected)
+        problems += [f"partition {p} is held by nodes {sorted(n)}"
+                     for p, n in sorted(nodes_of.items()) if len(n) > 1]
+        if missing or extra or problems:
+            raise RuntimeError(
+                f"partition discovery: expected one node per partition id 0..{self.num_partitions - 1} "
+                f"(num_partitions={self.num_partitions}), saw ids {sorted(nodes_of)} from "
+                f"{len(node_ids)} nodes; missing {missing}, extra {extra}"
+                + "".join(f"; {p}" for p in problems)
+            )
+        return {p: n[0] for p, n in nodes_of.items()}
 
-    def _parse(self, msg: Message):
-        """(partition id, reason to reject or None, flat update, num-examples, loss)."""
-        expected_pid = self._sent.get(msg.metadata.src_node_id)
+    def _parse(self, msg: Message, replies_from_node: int):
+        """(partition id — None for a node not sent a message —, reason to reject or None, flat
+        update, num-examples, loss)."""
+        node = msg.metadata.src_node_id
+        if node not in self._sent:
+            return None, "node was not sent a message this round", None, 0, 0.0
+        expected_pid = self._sent[node]
+        if replies_from_node > 1:
+            # which one is genuine cannot be told: none counts
+            return expected_pid, f"{replies_from_node} replies from its node", None, 0, 0.0
         if msg.has_error():
             return expected_pid, f"client error: {msg.error.reason}", None, 0, 0.0
         content = msg.content
@@ -210,12 +269,12 @@ class RobustStrategy(Strategy):
             return expected_pid, "reply must hold one ArrayRecord and one MetricRecord", None, 0, 0.0
         metrics = next(iter(content.metric_records.values()))
         pid, n_ex = metrics.get("partition-id"), metrics.get("num-examples")
-        if pid != expected_pid:
+        if type(pid) is not int or pid != expected_pid:
             return expected_pid, f"partition-id {pid!r} does not match the node ({expected_pid})", None, 0, 0.0
         if not isinstance(n_ex, int) or not 1 <= n_ex <= MAX_NUM_EXAMPLES:
             return pid, f"num-examples {n_ex!r} not an int in [1, {MAX_NUM_EXAMPLES}]", None, 0, 0.0
         record = next(iter(content.array_records.values()))
-        if list(record.keys()) != list(self._global):
+        if set(record.keys()) != set(self._global):
             extra = sorted(set(record.keys()) - set(self._global))
             missing = sorted(set(self._global) - set(record.keys()))
             return pid, f"array keys differ (missing {missing[:3]}, extra {extra[:3]})", None, 0, 0.0

@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from strategies import fedavg
+from strategies.result import AggregationResult, all_accepted
 from strategies.robust_strategy import RobustStrategy
 from tests.conftest import make_reply, reply_from
 
@@ -59,7 +60,7 @@ def test_fedavg_strategy_equals_flower_fedavg(flower_task):
     rng = np.random.default_rng(1)
     n = 5
     global_state = _state(rng)
-    strategy = RobustStrategy(fedavg, per_round=n, seed=0)
+    strategy = RobustStrategy(fedavg, num_partitions=n, per_round=n, seed=0)
     _start(strategy, n, global_state)
     clients = [_state(rng) for _ in range(n)]
     examples = [10, 20, 5, 40, 25]
@@ -79,8 +80,8 @@ def test_fedavg_strategy_equals_flower_fedavg(flower_task):
 def test_participants_are_seeded_and_reply_order_does_not_matter(flower_task):
     rng = np.random.default_rng(2)
     global_state = _state(rng)
-    a = RobustStrategy(fedavg, per_round=3, seed=7)
-    b = RobustStrategy(fedavg, per_round=3, seed=7)
+    a = RobustStrategy(fedavg, num_partitions=10, per_round=3, seed=7)
+    b = RobustStrategy(fedavg, num_partitions=10, per_round=3, seed=7)
     sent_a = sorted(m.metadata.dst_node_id for m in _start(a, 10, global_state))
     sent_b = sorted(m.metadata.dst_node_id for m in _start(b, 10, global_state))
     assert sent_a == sent_b and len(sent_a) == 3
@@ -109,7 +110,7 @@ def test_participants_are_seeded_and_reply_order_does_not_matter(flower_task):
 def test_malformed_reply_is_rejected_and_the_rest_aggregated(flower_task, corrupt, reason):
     rng = np.random.default_rng(3)
     global_state = _state(rng)
-    strategy = RobustStrategy(fedavg, per_round=4, seed=0)
+    strategy = RobustStrategy(fedavg, num_partitions=4, per_round=4, seed=0)
     _start(strategy, 4, global_state)
     clients = [_state(rng) for _ in range(4)]
     metrics = [{"num-examples": 10, "partition-id": p} for p in range(4)]
@@ -129,7 +130,7 @@ def test_error_replies_and_silence_are_counted(flower_task):
     from flwr.app import Error
 
     rng = np.random.default_rng(4)
-    strategy = RobustStrategy(fedavg, per_round=3, seed=0)
+    strategy = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0)
     _start(strategy, 3, _state(rng))
     err = reply_from(100, Error(code=0, reason="client crashed"))
     ok = make_reply(_state(rng), {"num-examples": 1, "partition-id": 1}, 101)
@@ -141,7 +142,7 @@ def test_error_replies_and_silence_are_counted(flower_task):
 
 def test_no_valid_reply_keeps_the_global_model(flower_task):
     rng = np.random.default_rng(5)
-    strategy = RobustStrategy(fedavg, per_round=2, seed=0)
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0)
     _start(strategy, 2, _state(rng))
     out, _ = strategy.aggregate_train(1, [])
     assert out is None and strategy.last_round["skipped"] == "no valid replies"
@@ -149,9 +150,175 @@ def test_no_valid_reply_keeps_the_global_model(flower_task):
 
 def test_missing_losses_are_skipped_in_the_round_loss(flower_task):
     rng = np.random.default_rng(6)
-    strategy = RobustStrategy(fedavg, per_round=2, seed=0)
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0)
     _start(strategy, 2, _state(rng))
     replies = [make_reply(_state(rng), {"num-examples": 1, "partition-id": 0, "train-loss": 2.0}, 100),
                make_reply(_state(rng), {"num-examples": 1, "partition-id": 1}, 101)]
     _, metrics = strategy.aggregate_train(1, replies)
     assert strategy.last_round["train_loss"] == 2.0 and metrics["train-loss"] == 2.0
+
+
+# -- state the strategy keeps for the rules, and what it does when a round cannot apply ------
+def _flat(state):
+    return np.concatenate([state[k].reshape(-1) for k in SHAPES]).astype(np.float64)
+
+
+def _play(strategy, n, global_state, server_round, rng):
+    """One round: every node sent a message replies global + a random Δ. Returns the new
+    global state (the old one if the round was skipped) and {partition: Δ sent (flat)}."""
+    sent = _start(strategy, n, global_state, server_round)
+    replies, deltas = [], {}
+    for m in sent:
+        pid = m.metadata.dst_node_id - 100
+        state = {k: (global_state[k] + rng.standard_normal(s)).astype(np.float32) for k, s in SHAPES.items()}
+        deltas[pid] = _flat(state) - _flat(global_state)
+        replies.append(make_reply(state, {"num-examples": 1, "partition-id": pid}, 100 + pid))
+    out, _ = strategy.aggregate_train(server_round, replies)
+    return ({k: out[k].numpy() for k in SHAPES} if out is not None else global_state), deltas
+
+
+def test_history_is_the_cumulative_sum_of_each_clients_updates_this_round_included(flower_task):
+    seen = []
+
+    def recorder(updates, *, weights=None, history):
+        seen.append(history.clone())
+        return AggregationResult(updates.mean(0), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(10)
+    strategy = RobustStrategy(recorder, num_partitions=5, per_round=3, seed=0)
+    global_state, sums, expected, participations = _state(rng), {}, [], []
+    for r in (1, 2, 3):
+        global_state, deltas = _play(strategy, 5, global_state, r, rng)
+        for p, d in deltas.items():
+            sums[p] = sums.get(p, 0.0) + d
+        expected.append(np.stack([sums[p] for p in sorted(deltas)]))
+        participations.append(sorted(deltas))
+    # the test means something only if some client comes back after sitting a round out
+    assert any(p in participations[0] and p not in participations[1] and p in participations[2] for p in range(5))
+    for got, want in zip(seen, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_previous_is_the_last_applied_aggregate(flower_task):
+    seen, aggregates = [], []
+
+    def recorder(updates, *, weights=None, previous):
+        seen.append(None if previous is None else previous.clone())
+        if len(seen) == 3:
+            raise ValueError("this round cannot apply")
+        aggregates.append(updates.mean(0) * 0.5)
+        return AggregationResult(aggregates[-1], all_accepted(len(updates)))
+
+    rng = np.random.default_rng(11)
+    strategy = RobustStrategy(recorder, num_partitions=3, per_round=3, seed=0)
+    global_state = _state(rng)
+    for r in (1, 2, 3, 4):
+        global_state, _ = _play(strategy, 3, global_state, r, rng)
+    assert seen[0] is None
+    torch.testing.assert_close(seen[1], aggregates[0])
+    torch.testing.assert_close(seen[2], aggregates[1])
+    torch.testing.assert_close(seen[3], aggregates[1])  # round 3 was skipped: nothing applied
+
+
+def test_server_lr_scales_the_applied_aggregate(flower_task):
+    rng = np.random.default_rng(12)
+    strategy = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0, server_lr=0.5)
+    global_state = _state(rng)
+    new_state, deltas = _play(strategy, 3, global_state, 1, rng)
+    expected = _flat(global_state) + 0.5 * np.mean(list(deltas.values()), axis=0)
+    np.testing.assert_allclose(_flat(new_state), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_generator_is_seeded_by_seed_and_round(flower_task):
+    def draws(seed, server_round):
+        out = []
+
+        def recorder(updates, *, weights=None, generator):
+            out.append(torch.rand(4, generator=generator))
+            return AggregationResult(updates.mean(0), all_accepted(len(updates)))
+
+        rng = np.random.default_rng(13)
+        _play(RobustStrategy(recorder, num_partitions=2, per_round=2, seed=seed), 2, _state(rng), server_round, rng)
+        return out[0]
+
+    torch.testing.assert_close(draws(3, 2), draws(3, 2))
+    assert not torch.equal(draws(3, 1), draws(3, 2))
+    assert not torch.equal(draws(3, 1), draws(4, 1))
+
+
+def test_detection_counts_use_the_rows_the_rule_accepted(flower_task):
+    from flwr.app import Error
+
+    def first_three(updates, *, weights=None):
+        return AggregationResult(updates[:3].mean(0), torch.tensor([0, 1, 2]))
+
+    rng = np.random.default_rng(14)
+    strategy = RobustStrategy(first_three, num_partitions=5, per_round=5, seed=0, malicious=[0, 2, 4])
+    _start(strategy, 5, _state(rng))
+    # partition 0 fails, so rows are partitions 1..4 and a row index is not a partition id
+    replies = [reply_from(100, Error(code=0, reason="crashed"))] + [
+        make_reply(_state(rng), {"num-examples": 1, "partition-id": p}, 100 + p) for p in range(1, 5)
+    ]
+    strategy.aggregate_train(1, replies)
+    s = strategy.last_round
+    assert (s["accepted"], s["flagged"]) == ([1, 2, 3], [4])
+    # malicious rows: 2 (accepted: FN) and 4 (flagged: TP); honest 1, 3 accepted (TN)
+    assert (s["tp"], s["fn"], s["fp"], s["tn"]) == (1, 1, 0, 2)
+    assert (s["tpr"], s["fpr"], s["precision"]) == (0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("error", [ValueError("n too small"), RuntimeError("boom"),
+                                   torch.linalg.LinAlgError("singular")])
+def test_a_rule_that_raises_skips_the_round(flower_task, error):
+    def broken(updates, *, weights=None):
+        raise error
+
+    rng = np.random.default_rng(15)
+    strategy = RobustStrategy(broken, num_partitions=3, per_round=3, seed=0)
+    global_state = _state(rng)
+    new_state, _ = _play(strategy, 3, global_state, 1, rng)
+    assert new_state is global_state  # aggregate_train returned None: Flower keeps the model
+    assert type(error).__name__ in strategy.last_round["skipped"] and str(error) in strategy.last_round["skipped"]
+    assert "accepted" not in strategy.last_round
+
+
+def test_a_non_finite_aggregate_is_never_applied(flower_task):
+    def nan_rule(updates, *, weights=None, previous):
+        return AggregationResult(torch.full_like(updates[0], float("nan")), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(16)
+    strategy = RobustStrategy(nan_rule, num_partitions=3, per_round=3, seed=0)
+    global_state = _state(rng)
+    new_state, _ = _play(strategy, 3, global_state, 1, rng)
+    assert new_state is global_state and "NaN" in strategy.last_round["skipped"]
+    assert strategy.previous is None
+
+
+def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
+    # finite updates, but global + server_lr · aggregate does not fit the model's float16
+    rng = np.random.default_rng(17)
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0, server_lr=2.0)
+    global_state = {k: np.zeros(s, np.float16) for k, s in SHAPES.items()}
+    _start(strategy, 2, global_state)
+    replies = [make_reply({k: np.full(s, 6e4, np.float16) for k, s in SHAPES.items()},
+                          {"num-examples": 1, "partition-id": p}, 100 + p) for p in range(2)]
+    out, _ = strategy.aggregate_train(1, replies)
+    assert out is None and "NaN or Inf" in strategy.last_round["skipped"]
+
+
+def test_fltrust_root_update_trains_at_the_rounds_learning_rate(monkeypatch):
+    from fedsim import app
+    from fedsim.config import load_config
+    from fedsim.models import create_model_and_transforms
+    from fedsim.records import float_state
+
+    lrs = []
+    monkeypatch.setattr(app, "train_epochs", lambda *a, lr, **k: lrs.append(lr))
+    cfg = load_config(None, ["rounds=5", "clients.lr_schedule='cosine'", "data.root_size=4"])
+    model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)
+    fn = app.root_update_fn(cfg, model, preprocess, tokenizer)
+    arrays = {k: v.numpy() for k, v in float_state(model).items()}
+    fn(arrays, 1)
+    fn(arrays, 5)
+    assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(app.round_lr(cfg, 5))]
+    assert app.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)
