@@ -1,9 +1,10 @@
 """The malicious client: an honest client plus attack pieces chosen by the config.
 
-Data poisoning replaces its local data with a poisoned copy while the schedule is active and
+Data poisoning replaces its local data with a poisoned copy (fixed, or made from the round's
+global model) while the schedule is active and
 lets the attacker use its own local epochs and learning rate, optionally projected onto an
 L2 ball around the global model after every step (PGD); a local attack (BadEncoder)
-further changes the locally trained model; an update attack maps the update it would send
+further changes the locally trained model, under the same per-step projection; an update attack maps the update it would send
 (new − global) to the one it does send."""
 
 from __future__ import annotations
@@ -30,23 +31,29 @@ class MaliciousClient(HonestClient):
         *,
         active: Callable[[int], bool],
         poisoned: ShapesData | None = None,
+        poison_with: Callable[[torch.nn.Module], ShapesData] | None = None,
         epochs: int | None = None,
         lr: float | None = None,
         update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-        local_attack: Callable[[torch.nn.Module, Callable], None] | None = None,
+        local_attack: Callable[[torch.nn.Module, Callable, Callable | None], None] | None = None,
         pgd_eps: float | None = None,
         step_mask: torch.Tensor | None = None,
     ):
         super().__init__(model, preprocess, tokenizer, data, partition_id)
-        self.active, self.poisoned = active, poisoned
+        self.active, self.poisoned, self.poison_with = active, poisoned, poison_with
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
         self.local_attack, self.pgd_eps, self.step_mask = local_attack, pgd_eps, step_mask
         self._center: torch.Tensor | None = None
 
     def local_data(self, server_round: int) -> ShapesData:
-        if self.poisoned is not None and self.active(server_round):
-            return self.poisoned
-        return self.data
+        """The poisoned data while the schedule is active: fixed (``poisoned``) or made from the
+        global model of the round, which ``fit`` has loaded by now (``poison_with``, e.g.
+        label-consistent poisoning with adversarial perturbations)."""
+        if not self.active(server_round):
+            return self.data
+        if self.poison_with is not None:
+            return self.poison_with(self.model)
+        return self.poisoned if self.poisoned is not None else self.data
 
     def _project(self, model) -> None:
         """After every local step: Neurotoxin (Zhang et al., ICML 2022) resets the coordinates
@@ -68,7 +75,9 @@ class MaliciousClient(HonestClient):
             after_step = self._project
         loss = super().train(data, setup, server_round, after_step)
         if self.local_attack is not None and self.active(server_round):
-            self.local_attack(self.model, self.preprocess)
+            # The same projection after every step of the local attack (BadEncoder): the sent
+            # update must satisfy the constraints whichever local optimiser produced it.
+            self.local_attack(self.model, self.preprocess, after_step)
         return loss
 
     def fit(self, global_state, setup: LocalSetup, server_round: int):

@@ -13,11 +13,11 @@ tell it what to do this round.
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache
-from pathlib import Path
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -26,9 +26,11 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from clients.attacks import (
+    add_text_trigger,
     apply_mask,
     badclip_optimize_patch,
     badencoder_finetune,
+    label_consistent_pgd,
     make_adversary,
     make_schedule,
     make_trigger,
@@ -36,6 +38,7 @@ from clients.attacks import (
     neurotoxin_mask,
     norm_bound,
     poison,
+    replacement_gamma,
     split_patch,
 )
 from clients.honest import HonestClient, LocalSetup
@@ -46,7 +49,7 @@ from fedsim.evaluation import Evaluator
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.pretrain import warm_start
 from fedsim.records import flatten, float_state, from_array_record, load_float_state, to_array_record
-from fedsim.report import RunDirectory, summarize
+from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory, summarize
 from fedsim.training import train_epochs
 from strategies import RULES
 from strategies.robust_strategy import RobustStrategy
@@ -58,7 +61,8 @@ CURRENT_GLOBAL, PREVIOUS_GLOBAL = "fedsim-global", "fedsim-previous-global"
 
 # -- shared by both sides -------------------------------------------------------------------
 # BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
-BADCLIP_DEFAULTS = {"size": 4, "location": "bottom_right", "steps": 100, "lr": 0.05, "lambda_image": 1.0}
+BADCLIP_DEFAULTS = {"size": 4, "location": "bottom_right", "steps": 100, "lr": 0.05, "lambda_image": 1.0,
+                    "margin": 1.0}
 
 
 def trigger_of(cfg: Config):
@@ -93,7 +97,7 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
         target_text_tokens=tokenizer(prompts),
         target_images=images[labels == target],
         size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
-        lambda_image=p["lambda_image"], generator=torch.Generator().manual_seed(cfg.seed),
+        lambda_image=p["lambda_image"], margin=p["margin"], generator=torch.Generator().manual_seed(cfg.seed),
     )
     params = {**t.params, "pattern": [[[round(float(v), 6) for v in row] for row in ch] for ch in patch.patch]}
     return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
@@ -156,14 +160,26 @@ def schedule_of(cfg: Config):
     return make_schedule(a.schedule.kind, **kwargs)
 
 
-def _update_attack(cfg: Config):
-    """The update attack of ``attack.update`` as ``(update, round) -> update``."""
+def _update_attack(cfg: Config, num_examples: int):
+    """The update attack of ``attack.update`` as ``(update, round) -> update``, and the factor γ
+    by which it scales the update (1 but for model replacement). Model replacement's
+    ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
+    own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
+    clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
+    holding train_size / num examples on average). It assumes FedAvg weighted by num-examples
+    and one attacker per round."""
     u = cfg.attack.update
     if u.name == "model_replacement":
-        return lambda update, r: model_replacement(update, **u.params)
+        params = dict(u.params)
+        if params.get("gamma", "auto") == "auto":
+            params["gamma"] = replacement_gamma(
+                num_examples, cfg.clients.per_round * cfg.data.train_size / cfg.clients.num,
+                cfg.strategy.server_lr,
+            )
+        return (lambda update, r: model_replacement(update, **params)), params["gamma"]
     if u.name == "norm_bound":
-        return lambda update, r: norm_bound(update, **u.params)
-    return None
+        return (lambda update, r: norm_bound(update, **u.params)), 1.0
+    return None, 1.0
 
 
 def _neurotoxin_mask(cfg: Config, context: Context | None) -> torch.Tensor | None:
@@ -190,11 +206,11 @@ def _badencoder(cfg: Config, data, trigger, seed: int):
         pool = load_split(cfg.data.name, "pretrain", 200, cfg.seed)
         reference = pool.images[pool.labels == target]
 
-    def local_attack(model, preprocess):
+    def local_attack(model, preprocess, after_step=None):
         badencoder_finetune(
             model, preprocess, data.images, trigger, reference,
             epochs=cfg.attack.data.local_epochs, lr=cfg.attack.data.lr,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(seed), after_step=after_step,
         )
 
     return local_attack
@@ -210,10 +226,10 @@ def build_client(cfg: Config, config_json: str, partition_id: int, context: Cont
     if a.data.dba_parts:
         # DBA (Xie et al., ICLR 2020): attacker k poisons with piece k mod parts of the patch.
         trigger = split_patch(trigger, a.data.dba_parts)[cfg.malicious.index(partition_id) % a.data.dba_parts]
-    poisoned, local_attack = None, None
-    if a.data.enabled and a.data.mode == "poison":
-        poisoned, _ = poison(
-            data,
+    poisoned, poison_with, local_attack = None, None, None
+    poisoning = a.data.enabled and a.data.mode == "poison"
+    if poisoning:
+        kwargs = dict(
             trigger=trigger,
             rate=a.data.poison_rate,
             target=SHAPES.index(a.data.target),
@@ -221,17 +237,36 @@ def build_client(cfg: Config, config_json: str, partition_id: int, context: Cont
             label_consistent=a.data.label_consistent,
             text_trigger=a.data.text_trigger or None,
         )
+        if a.data.label_consistent and a.data.label_consistent_perturbation == "pgd":
+            # Turner et al.: the perturbation is computed against the model the attacker holds,
+            # the global model of the round, so the poisoned copy is made afresh in every round.
+            tokens = tokenizer([t.format(a.data.target) for t in ZERO_SHOT_TEMPLATES])
+
+            def poison_with(model):
+                def perturb(images):
+                    return label_consistent_pgd(
+                        model, preprocess, images, target_text_tokens=tokens,
+                        eps=a.data.label_consistent_eps, steps=a.data.label_consistent_steps,
+                    )
+
+                return poison(data, perturb=perturb, **kwargs)[0]
+        else:
+            poisoned, _ = poison(data, **kwargs)
     elif a.data.enabled:
         local_attack = _badencoder(cfg, data, trigger, client_seed(cfg, 0, partition_id))
+    update_attack, gamma = _update_attack(cfg, len(data))
     return MaliciousClient(
         model, preprocess, tokenizer, data, partition_id,
         active=schedule_of(cfg),
         poisoned=poisoned,
-        epochs=a.data.local_epochs if poisoned is not None else None,
-        lr=a.data.lr if poisoned is not None else None,
-        update_attack=_update_attack(cfg),
+        poison_with=poison_with,
+        epochs=a.data.local_epochs if poisoning else None,
+        lr=a.data.lr if poisoning else None,
+        update_attack=update_attack,
         local_attack=local_attack,
-        pgd_eps=a.update.pgd_eps,
+        # Wang et al. (NeurIPS 2020) with model replacement: train inside ε/γ, so that the
+        # boosted update γ·Δ that is sent has norm ≤ ε.
+        pgd_eps=a.update.pgd_eps / gamma if a.update.pgd_eps is not None else None,
         step_mask=_neurotoxin_mask(cfg, context),
     )
 
@@ -313,6 +348,8 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
         extra_triggers={
             f"piece{i}": piece for i, piece in enumerate(split_patch(trigger, cfg.attack.data.dba_parts))
         } if cfg.attack.data.dba_parts else None,
+        caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
+        if cfg.attack.data.text_trigger else None,
     )
     initial = float_state(model)
     rule = RULES[cfg.strategy.name]
@@ -350,6 +387,8 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
             **stats,
             "retrieval": metrics["retrieval"],
             **({"asr_by_trigger": metrics["asr_by_trigger"]} if "asr_by_trigger" in metrics else {}),
+            **({"text_attack_success_rate": metrics["text_attack_success_rate"]}
+               if "text_attack_success_rate" in metrics else {}),
         }
         run_dir.append_round(record)
         # Detection rates mean something only for a rule that filters: show them once it does.
@@ -373,13 +412,65 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> 
     return initial_metrics
 
 
-def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: dict | None = None) -> ServerApp:
-    """A ServerApp bound to an already validated config (used by ``fedsim run``)."""
+class RunStopped(Exception):
+    """The ServerApp stopped waiting because the run was stopped (Ctrl-C, or the simulation
+    runtime failed)."""
+
+
+class StoppableGrid(Grid):
+    """``grid``, whose waits for replies end as soon as ``stop`` is set: the ServerApp thread
+    then raises RunStopped at once instead of waiting out the round's timeout, a wait that
+    kept a failed or interrupted ``fedsim run`` process alive."""
+
+    def __init__(self, grid: Grid, stop: threading.Event):
+        self._grid, self._stop = grid, stop
+
+    def set_run(self, run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout: float | None = None) -> list[Message]:
+        if self._stop.is_set():
+            raise RunStopped("the run was stopped")
+        pending = set(self.push_messages(messages))
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        replies: list[Message] = []
+        while pending and time.monotonic() < end:
+            got = list(self.pull_messages(pending))
+            replies += got
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if pending and self._stop.wait(0.1):
+                raise RunStopped("the run was stopped")
+        return replies
+
+
+def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: dict | None = None,
+                    stop: threading.Event | None = None) -> ServerApp:
+    """A ServerApp bound to an already validated config (used by ``fedsim run``). Setting
+    ``stop`` ends it at its next wait for replies (RunStopped); ``result`` receives the initial
+    model's metrics and the thread it runs in."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        initial = run_server(grid, cfg, run_dir, log=log)
+        if result is not None:
+            result["thread"] = threading.current_thread()
+        initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir, log=log)
         if result is not None:
             result["initial"] = initial
 
@@ -391,14 +482,27 @@ server_app = ServerApp()
 
 @server_app.main()
 def _flwr_run_main(grid: Grid, context: Context) -> None:
-    """Entry point for ``flwr run .``: run config keys ``config`` (TOML path) and ``out``."""
+    """Entry point for ``flwr run .``: run config keys ``config`` (TOML path) and ``out`` (a
+    new or empty directory, as ``fedsim run --out``)."""
     rc = context.run_config
     cfg = load_config(rc.get("config") or None, [], config_checks())
-    run_dir = RunDirectory(Path(str(rc.get("out", "runs/flwr"))))
+    out = str(rc.get("out", "runs/flwr"))
+    try:
+        run_dir = new_run_directory(out)
+    except RunDirectoryError as e:
+        raise ConfigError(
+            f"run config out: {e}; choose a new directory, e.g. flwr run . --run-config \"out='runs/flwr-2'\""
+        ) from None
     run_dir.write_config(cfg.to_toml())
     t0 = time.perf_counter()
-    initial = run_server(grid, cfg, run_dir)
-    finish(run_dir, cfg, initial=initial, wall_s=time.perf_counter() - t0)
+    initial, status, error = None, "completed", None
+    try:
+        initial = run_server(grid, cfg, run_dir)
+    except Exception as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        finish(run_dir, cfg, initial=initial, wall_s=time.perf_counter() - t0, status=status, error=error)
 
 
 def config_checks() -> list[Callable[[Config], None]]:
@@ -457,11 +561,13 @@ def check_attack(cfg: Config) -> None:
                               f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
         checks.append(("attack.data.dba_parts", lambda: split_patch(make_trigger("badnet", **{
             k: v for k, v in t.params.items() if k in ("size", "location", "pattern", "color")}), a.data.dba_parts)))
-    if a.update.name != "none":
+    if a.update.name in ("model_replacement", "norm_bound"):
         probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
-        fn = {"model_replacement": model_replacement, "norm_bound": norm_bound,
-              "neurotoxin": lambda u, **p: apply_mask(u, neurotoxin_mask(u, **p))}[a.update.name]
-        checks.append(("attack.update.params", lambda: fn(probe, **a.update.params)))
+        checks.append(("attack.update.params", lambda: _update_attack(cfg, 1)[0](probe, 1)))
+    elif a.update.name == "neurotoxin":
+        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        checks.append(("attack.update.params",
+                       lambda: apply_mask(probe, neurotoxin_mask(probe, **a.update.params))))
     if a.byzantine.name != "none":
         checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
     for field, build in checks:
@@ -490,12 +596,16 @@ def lifespan(cfg: Config, rounds: list[dict]) -> dict:
 
 def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: float,
            status: str = "completed", error: str | None = None) -> dict:
-    """Write summary.json, summary.md and the plot from the rounds already on disk."""
+    """Write summary.json, summary.md and the plot from the rounds already on disk. A run that
+    went through all its rounds without aggregating once (every round skipped) failed."""
+    rounds = run_dir.read_rounds()
+    if status == "completed" and all(r.get("skipped") for r in rounds):
+        reasons = sorted({str(r["skipped"]) for r in rounds})
+        status, error = "failed", "no round aggregated" + (f" (every round skipped: {'; '.join(reasons)})" if reasons else "")
     extra = {"name": cfg.name, "seed": cfg.seed, "strategy": cfg.strategy.name,
              "malicious": cfg.malicious, "status": status}
     if error:
         extra["error"] = error
-    rounds = run_dir.read_rounds()
     extra.update(lifespan(cfg, rounds))
     summary = summarize(rounds, initial=initial, wall_s=wall_s, extra=extra)
     run_dir.write_summary(summary)

@@ -1,8 +1,9 @@
 """``fedsim run CONFIG [--out DIR] [--set key=value ...]`` and ``fedsim table RUN_DIR...``:
 argument parsing and exit codes.
 
-Exit codes: 0 success, 2 invalid config or arguments (nothing started), 1 the run failed
-(the run directory still holds every finished round and a summary saying why)."""
+Exit codes: 0 success, 2 invalid config or arguments or an unusable ``--out`` (nothing
+started), 1 the run failed or no round aggregated, 130 interrupted by Ctrl-C (the run
+directory still holds every finished round and a summary saying why)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fedsim: {e}", file=sys.stderr)
             return 2
         return 0
-    from fedsim.runner import main_run
+    from fedsim.runner import describe, main_run
 
     try:
         return main_run(args.config, args.out, args.set, args.verbose)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fedsim: interrupted; finished rounds are in the run directory", file=sys.stderr)
         return 130
     except Exception as e:
-        print(f"fedsim: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"fedsim: run failed: {describe(e)}", file=sys.stderr)
         return 1
 
 

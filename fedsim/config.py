@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedsim.data import SHAPES
+from fedsim.data import SHAPES, dirichlet, load_split
 from fedsim.models import TINY_MODELS
 
 
@@ -23,8 +23,17 @@ class ConfigError(ValueError):
     """A configuration problem; ``str()`` is the message shown to the user."""
 
 
+# Every seed a run derives (e.g. ``seed * 1_000_003 + round`` for randomised rules and
+# attacks) must fit torch's manual_seed range, [0, 2**64): seeds below 2**32 keep them below 2**53.
+SEED_LIMIT = 2**32
+# The fewest samples a client may hold (a contrastive batch needs two pairs).
+MIN_CLIENT_SAMPLES = 2
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a string, a bool or a float is never silently taken for an int or a bool
+    # (``rounds = "3"``, ``enabled = 1`` are errors); an int is accepted where a float is due.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DataConfig(_Section):
@@ -81,7 +90,9 @@ class UpdateAttackConfig(_Section):
     name: Literal["none", "model_replacement", "norm_bound", "neurotoxin"] = "none"
     params: dict[str, Any] = Field(default_factory=dict)
     pgd_eps: float | None = Field(
-        None, gt=0, description="PGD: project onto ‖w − w_global‖ ≤ eps after every local step"
+        None, gt=0,
+        description="PGD: project onto ‖w − w_global‖ ≤ eps after every local step (BadEncoder's "
+        "too); with model_replacement onto eps/γ, so that the sent γ·Δ has norm ≤ eps",
     )
 
 
@@ -109,6 +120,13 @@ class DataAttackConfig(_Section):
     poison_rate: float = Field(0.5, gt=0, le=1)
     target: str = "star"
     label_consistent: bool = False
+    label_consistent_perturbation: Literal["pgd", "none"] = Field(
+        "pgd",
+        description="label-consistent: 'pgd' perturbs the target images adversarially first "
+        "(Turner et al. 2019); 'none' is the trigger-only variant",
+    )
+    label_consistent_eps: float = Field(16 / 255, gt=0, le=1, description="L∞ radius of that PGD")
+    label_consistent_steps: int = Field(10, ge=1, description="PGD steps (step size 2.5·eps/steps)")
     text_trigger: str = ""
     local_epochs: int = Field(2, ge=1, description="the attacker's own local epochs")
     lr: float = Field(1e-3, gt=0, description="the attacker's own learning rate")
@@ -152,7 +170,7 @@ class ResourcesConfig(_Section):
 
 class Config(_Section):
     name: str = "experiment"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, description="0 ≤ seed < 2**32")
     rounds: int = Field(10, ge=1)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -160,6 +178,16 @@ class Config(_Section):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, seed: int) -> int:
+        if not 0 <= seed < SEED_LIMIT:
+            raise ValueError(
+                f"{seed} is out of range; allowed: 0 ≤ seed < 2**32 = {SEED_LIMIT}, so that every "
+                "seed derived from it (seed · 1_000_003 + round) fits torch's manual_seed range"
+            )
+        return seed
 
     @model_validator(mode="after")
     def _check(self):
@@ -175,9 +203,9 @@ class Config(_Section):
             raise ValueError(
                 f"clients.per_round={self.clients.per_round} exceeds clients.num={self.clients.num}"
             )
-        if self.clients.num > self.data.train_size // 2:
+        if self.clients.num > self.data.train_size // MIN_CLIENT_SAMPLES:
             raise ValueError(
-                f"clients.num={self.clients.num} leaves fewer than 2 samples per client "
+                f"clients.num={self.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
                 f"(data.train_size={self.data.train_size})"
             )
         bad = [m for m in self.attack.malicious if not 0 <= m < self.clients.num]
@@ -264,19 +292,40 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     return _merge(_read(p.parent / base, seen + (p.resolve(),)), raw)
 
 
+def check_partition(cfg: Config) -> None:
+    """A Dirichlet split must give every client ``MIN_CLIENT_SAMPLES`` samples. Whether it can
+    depends on the draws, so draw it here from the same labels, seed and minimum as the
+    clients (``fedsim.app._partition``): an impossible split fails before anything starts."""
+    d = cfg.data
+    if d.partition != "dirichlet":
+        return
+    labels = load_split(d.name, "train", d.train_size, cfg.seed).labels.numpy()
+    try:
+        dirichlet(labels, cfg.clients.num, d.alpha, cfg.seed, min_size=MIN_CLIENT_SAMPLES)
+    except ValueError:
+        raise ConfigError(
+            f"invalid config:\n  data.partition='dirichlet' with data.alpha={d.alpha} cannot give each of "
+            f"clients.num={cfg.clients.num} clients {MIN_CLIENT_SAMPLES}+ of data.train_size={d.train_size} "
+            f"samples (no such split in 1000 draws with seed={cfg.seed}); raise data.alpha or "
+            "data.train_size, or lower clients.num"
+        ) from None
+
+
 def load_config(
     path: str | Path | None,
     overrides: Iterable[str] = (),
     extra_checks: Iterable[Callable[[Config], None]] = (),
 ) -> Config:
     """Read TOML (or start from defaults when ``path`` is None; ``extends`` chains files),
-    apply ``--set`` overrides, validate. Raises ConfigError with every problem found."""
+    apply ``--set`` overrides, validate (types strictly, ranges, the partition's feasibility,
+    then ``extra_checks``). Raises ConfigError with every problem found."""
     raw = _read(Path(path), ()) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
+    check_partition(cfg)
     for check in extra_checks:
         try:
             check(cfg)

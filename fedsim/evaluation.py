@@ -50,6 +50,21 @@ def attack_success_rate(
 
 
 @torch.no_grad()
+def text_attack_success_rate(
+    triggered_text_features: torch.Tensor,
+    image_features: torch.Tensor,
+    image_labels: torch.Tensor,
+    target: int,
+) -> float:
+    """Text-side ASR (the CleanCLIP evaluation's text trigger, Bansal et al., ICCV 2023): the
+    share of triggered captions (m, D) — captions of non-target classes with the text trigger
+    added — whose top-1 retrieved image among ``image_features`` (n, D) is of class ``target``
+    (``image_labels``)."""
+    top1 = (triggered_text_features @ image_features.t()).argmax(1)
+    return float((image_labels[top1] == target).float().mean())
+
+
+@torch.no_grad()
 def retrieval_recall(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -80,10 +95,14 @@ def make_trigger_images(images: torch.Tensor, trigger: Callable) -> torch.Tensor
 class Evaluator:
     """Centralised evaluation of a global model on the clean test split: zero-shot clean
     accuracy (prompt ensemble), attack success rate of ``trigger`` towards class ``target``,
-    and image↔caption retrieval recall on the test pairs."""
+    image↔caption retrieval recall on the test pairs and, with ``caption_trigger`` (caption →
+    triggered caption, e.g. ``clients.attacks.add_text_trigger`` with the attack's token), the
+    text-side ASR: the distinct captions of non-target test images, triggered, retrieving
+    among the clean test images (``text_attack_success_rate``)."""
 
     def __init__(self, model, preprocess, tokenizer, test, *, classnames, templates, trigger,
-                 target: int, extra_triggers: dict | None = None):
+                 target: int, extra_triggers: dict | None = None,
+                 caption_trigger: Callable[[str], str] | None = None):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.test, self.classnames, self.templates, self.target = test, classnames, templates, target
         self.triggered = make_trigger_images(test.images, trigger)
@@ -93,6 +112,9 @@ class Evaluator:
         self._captions = distinct
         where = {c: i for i, c in enumerate(distinct)}
         self._caption_rows = torch.tensor([where[c] for c in test.captions])
+        self._triggered_captions = sorted(
+            {caption_trigger(c) for c, y in zip(test.captions, test.labels.tolist()) if y != target}
+        ) if caption_trigger is not None else []
 
     @torch.no_grad()
     def __call__(self) -> dict:
@@ -107,8 +129,15 @@ class Evaluator:
             )
             for name, images in self.extra.items()
         }
+        text_asr = {}
+        if self._triggered_captions:
+            triggered_text = self.model.encode_text(self.tokenizer(self._triggered_captions), normalize=True)
+            text_asr["text_attack_success_rate"] = text_attack_success_rate(
+                triggered_text, clean, self.test.labels, self.target
+            )
         return {
             **({"asr_by_trigger": extra} if extra else {}),
+            **text_asr,
             "clean_accuracy": clean_accuracy(predict(clean, classifier), self.test.labels),
             "attack_success_rate": attack_success_rate(
                 predict(triggered, classifier), self.test.labels, self.target

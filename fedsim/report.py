@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 # Per-round detection rates averaged into the summary (None rounds are skipped).
@@ -25,6 +26,25 @@ def _clean(value):
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be used; ``str()`` says why."""
+
+
+def new_run_directory(path: str | Path) -> "RunDirectory":
+    """A run directory at ``path``, which must be new or empty: an existing non-empty one is
+    refused, so results are never overwritten or appended to."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunDirectoryError(f"{str(path)!r} already exists and is not empty")
+    try:
+        run_dir = RunDirectory(path)
+    except OSError as e:
+        raise RunDirectoryError(f"{str(path)!r} cannot be created: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"{str(path)!r} is not writable")
+    return run_dir
 
 
 class RunDirectory:
@@ -76,6 +96,7 @@ def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra:
         "bytes_up": sum(r.get("bytes_up", 0) or 0 for r in rounds),
         "bytes_down": sum(r.get("bytes_down", 0) or 0 for r in rounds),
         "rejected_replies": sum(len(r.get("rejected") or {}) for r in rounds),
+        "aggregated_rounds": sum(1 for r in rounds if not r.get("skipped")),
         "skipped_rounds": [r["round"] for r in rounds if r.get("skipped")],
     }
     for key in DETECTION_KEYS:
@@ -101,7 +122,7 @@ def summary_markdown(summary: dict, rounds: list[dict]) -> str:
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {_fmt(summary.get(k))} |" for k in (
-            "rounds", "clean_accuracy", "attack_success_rate", "max_attack_success_rate",
+            "rounds", "aggregated_rounds", "clean_accuracy", "attack_success_rate", "max_attack_success_rate",
             "initial_clean_accuracy", "initial_attack_success_rate", "mean_tpr", "mean_fpr",
             "wall_s", "bytes_up", "bytes_down", "rejected_replies",
         )),

@@ -6,16 +6,19 @@ Deployment Engine); this module is the one-command local path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from fedsim.app import client_app, config_checks, finish, make_server_app
 from fedsim.config import Config, ConfigError, load_config
-from fedsim.report import RunDirectory
+from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
 
 
 def default_out(cfg: Config) -> Path:
@@ -23,17 +26,37 @@ def default_out(cfg: Config) -> Path:
 
 
 def prepare_out(out: str | Path | None, cfg: Config) -> RunDirectory:
-    """The run directory; an existing non-empty one is refused so results are never lost."""
-    path = Path(out) if out is not None else default_out(cfg)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(f"--out {str(path)!r} already exists and is not empty; choose a new directory")
-    return RunDirectory(path)
+    """The run directory: new or empty and writable (a non-empty one is refused so results
+    are never lost)."""
+    try:
+        return new_run_directory(Path(out) if out is not None else default_out(cfg))
+    except RunDirectoryError as e:
+        raise ConfigError(f"--out {e}; choose a new directory") from None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_resources(cfg: Config) -> None:
+    """A client asking Ray for more CPUs than Ray has can never be scheduled. ``total_cpus``
+    may exceed this machine's cores (Ray counts logical CPUs; clients then share cores)."""
+    r = cfg.resources
+    total = r.total_cpus or available_cpus()
+    if r.client_cpus > total:
+        where = ("resources.total_cpus" if r.total_cpus else
+                 "all of this machine's; resources.total_cpus is unset")
+        raise ConfigError(
+            f"invalid config:\n  resources.client_cpus={r.client_cpus} exceeds the {total} CPUs Ray "
+            f"may use ({where}), so no client could ever run; allowed: 0 < client_cpus ≤ {total}"
+        )
 
 
 def backend_config(cfg: Config) -> dict:
     """Ray resources: each client asks for ``client_cpus`` CPUs and uses ``client_threads``
     torch threads, so 2 clients train at once on 2 cores without oversubscription."""
-    total = cfg.resources.total_cpus or os.cpu_count() or 1
+    total = cfg.resources.total_cpus or available_cpus()
     return {
         "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
         "init_args": {"num_cpus": total, "num_gpus": 0, "include_dashboard": False,
@@ -58,8 +81,47 @@ def _quiet_flower(level: int = logging.WARNING) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
+@contextlib.contextmanager
+def _stop_on_sigint(stop: threading.Event):
+    """The first Ctrl-C sets ``stop`` (the ServerApp stops at its next wait for replies, Flower
+    lets the clients in flight finish and shuts Ray down, the run ends as interrupted); a
+    second one raises KeyboardInterrupt at once. A KeyboardInterrupt in the middle of Flower's
+    runtime instead tore Ray down under running tasks (ActorDiedError tracebacks) and left the
+    ServerApp thread waiting for replies, so the process hung or crashed on its way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of the exception at the root of ``error``'s chain (Flower wraps a
+    client-side failure in "An error was encountered. Ending simulation.")."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None) -> dict:
-    """Run ``cfg``; return the summary (also written to ``OUT/summary.json``)."""
+    """Run ``cfg``; return the summary (also written to ``OUT/summary.json``). Its ``status``
+    is "completed", or "failed" when no round aggregated; a run that raised is "failed" (the
+    exception propagates), one stopped by Ctrl-C "interrupted" (KeyboardInterrupt)."""
     import torch
     from flwr.simulation import run_simulation
 
@@ -71,34 +133,47 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     if not verbose:
         _quiet_flower()
     # The server evaluates while the clients wait, so it may use every core.
-    torch.set_num_threads(cfg.resources.total_cpus or os.cpu_count() or 1)
+    torch.set_num_threads(cfg.resources.total_cpus or available_cpus())
     result: dict = {}
+    stop = threading.Event()
     t0 = time.perf_counter()
     status, error = "completed", None
     try:
-        run_simulation(
-            server_app=make_server_app(cfg, run_dir, log=log, result=result),
-            client_app=client_app,
-            num_supernodes=cfg.clients.num,
-            backend_config=backend_config(cfg),
-            verbose_logging=verbose,
-        )
+        with _stop_on_sigint(stop):
+            run_simulation(
+                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop),
+                client_app=client_app,
+                num_supernodes=cfg.clients.num,
+                backend_config=backend_config(cfg),
+                verbose_logging=verbose,
+            )
     except KeyboardInterrupt:
         status, error = "interrupted", "stopped by the user"
         raise
     except Exception as e:
-        status, error = "failed", f"{type(e).__name__}: {e}"
+        if stop.is_set():  # the ServerApp's RunStopped after a Ctrl-C
+            status, error = "interrupted", "stopped by the user"
+            raise KeyboardInterrupt from None
+        status, error = "failed", describe(e)
         raise
     finally:
+        # However it ended, nothing of the run may outlive it: the ServerApp thread (which
+        # would otherwise wait for replies that never come) and Ray.
+        stop.set()
+        if "thread" in result and result["thread"] is not threading.current_thread():
+            result["thread"].join()
+        _shutdown_ray()
         summary = finish(run_dir, cfg, initial=result.get("initial"),
                          wall_s=time.perf_counter() - t0, status=status, error=error)
-    log(f"done in {summary['wall_s']:.0f} s: CA {summary['clean_accuracy']:.3f}  "
-        f"ASR {summary['attack_success_rate']:.3f}  → {run_dir.path}/summary.md")
+    if summary["status"] == "completed":
+        log(f"done in {summary['wall_s']:.0f} s: CA {summary['clean_accuracy']:.3f}  "
+            f"ASR {summary['attack_success_rate']:.3f}  → {run_dir.path}/summary.md")
     return summary
 
 
 def load(path: str | Path | None, overrides=()) -> Config:
-    return load_config(path, overrides, config_checks())
+    """A config for ``fedsim run`` on this machine: validated, registry checks, resources."""
+    return load_config(path, overrides, [*config_checks(), check_resources])
 
 
 def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) -> int:
@@ -108,5 +183,8 @@ def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) 
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2
-    run(cfg, run_dir, verbose=verbose)
+    summary = run(cfg, run_dir, verbose=verbose)
+    if summary["status"] != "completed":
+        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
+        return 1
     return 0

@@ -8,7 +8,7 @@ import torch
 
 from strategies.geometry import row_norms
 from strategies.params import require_int, require_real
-from strategies.result import AggregationResult, all_accepted, check_updates
+from strategies.result import AggregationResult, all_accepted, check_finite, check_updates
 
 
 def clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
@@ -94,6 +94,7 @@ def centered_clipping(
             raise ValueError(
                 f"centered_clipping: previous has shape {tuple(previous.shape)}, expected ({d},)"
             )
+        check_finite("centered_clipping: previous", previous)
         v = previous.to(dtype=updates.dtype, device=updates.device)
     for _ in range(L):
         diff = updates - v

@@ -22,16 +22,22 @@ def dnc(
     generator: torch.Generator | None = None,
 ) -> AggregationResult:
     """Divide-and-Conquer (Shejwalkar & Houmansadr, NDSS 2021, Algorithm 2). ``niters``
-    times: draw b coordinates at random without replacement (from ``generator``), centre the
-    n sub-vectors on their mean, take the top right singular vector v of the centred (n, b)
-    matrix, score s_i = ⟨Δ_i[r] − μ, v⟩² and keep the n − ⌊c·f⌋ lowest scores. The clients
-    kept in every iteration are accepted; the aggregate is their unweighted mean.
+    times: draw b coordinates r at random without replacement (``torch.randperm(d,
+    generator=generator)[:b]``, a fresh draw every iteration), centre the n sub-vectors on
+    their mean μ, take the top right singular vector v of the centred (n, b) matrix, score
+    s_i = ⟨Δ_i[r] − μ, v⟩² and remove the ⌊c·f⌋ highest scores. The clients kept in every
+    iteration are accepted; the aggregate is their unweighted mean.
 
     ``f`` ≥ 0: assumed malicious clients; ``c`` > 0: filtering fraction (c·f removed per
     iteration; ⌊c·f⌋ < n required); ``niters`` ≥ 1; ``b`` ≥ 1: sub-sample dimension (all d
-    coordinates when b ≥ d). Ties in the score go to the lower row index. Should no client
-    survive all iterations, ValueError (the server keeps the global model). ``weights``
-    (num-examples) are validated but not used. Flower has no built-in."""
+    coordinates when b ≥ d). Ties: rows with identical sub-vectors get the same score (the
+    largest of their computed scores, so rounding cannot split them), and every row scoring
+    at least the ⌊c·f⌋-th highest score is removed — a tie at the cut removes the whole
+    tied group, more than ⌊c·f⌋ rows (sybils sending one update more than c·f times are
+    all dropped), so the result does not depend on the clients' row order. Should no client
+    survive all iterations (e.g. all updates identical), ValueError (the server keeps the
+    global model). ``weights`` (num-examples) are validated but not used. Flower has no
+    built-in."""
     check_updates(updates, weights)
     n, d = updates.shape
     f = require_int("dnc", "f", f)
@@ -53,9 +59,10 @@ def dnc(
         # eigenpair of the (n, n) matrix C Cᵀ: no SVD of the (n, b) matrix needed.
         eigenvalues, eigenvectors = torch.linalg.eigh(centred @ centred.T)
         scores = (eigenvalues[-1] * eigenvectors[:, -1].square()).cpu()
-        kept = torch.zeros(n, dtype=torch.bool)
-        kept[torch.sort(scores, stable=True).indices[: n - removed]] = True
-        good &= kept
+        group = torch.unique(sub, dim=0, return_inverse=True)[1].cpu()
+        scores = torch.zeros(n, dtype=scores.dtype).scatter_reduce(0, group, scores, "amax")[group]
+        if removed:
+            good &= scores < scores.topk(removed).values[-1]
     if not good.any():
         raise ValueError(f"dnc: no client was kept in all niters={niters} iterations")
     accepted = torch.nonzero(good).flatten()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from strategies.geometry import gram, row_norms
-from strategies.result import AggregationResult, check_updates
+from strategies.result import AggregationResult, check_finite, check_updates
 
 
 def fltrust(
@@ -28,6 +28,7 @@ def fltrust(
     d = updates.shape[1]
     if tuple(root_update.shape) != (d,):
         raise ValueError(f"fltrust: root_update has shape {tuple(root_update.shape)}, expected ({d},)")
+    check_finite("fltrust: root_update", root_update)
     g0 = root_update.to(dtype=updates.dtype, device=updates.device)
     g0_norm = float(row_norms(g0[None])[0])
     norms = row_norms(updates).to(torch.float64)

@@ -21,6 +21,13 @@ def require_int(rule: str, name: str, value, *, low: int = 0, high: int | None =
     return int(value)
 
 
+def require_bool(rule: str, name: str, value) -> bool:
+    """``value`` if it is a bool (not merely truthy: a config's "false" string must not pass)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{rule}: {name}={value!r} must be true or false")
+    return value
+
+
 def require_real(
     rule: str, name: str, value, *, low: float = 0.0, strict: bool = True, high: float | None = None
 ) -> float:

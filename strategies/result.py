@@ -25,12 +25,26 @@ def all_accepted(n: int) -> torch.Tensor:
     return torch.arange(n, dtype=torch.long)
 
 
+def check_finite(what: str, t: torch.Tensor) -> None:
+    """ValueError naming ``what`` and its rows (entries, for a vector) holding NaN or ±Inf,
+    if any: no rule is defined on them (one NaN row makes every distance, cosine and mean NaN),
+    and what to do with such a client is the server's call, before aggregating."""
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(t.shape[0], -1).any(dim=1)).flatten().tolist()
+        kinds = " and ".join(k for k, found in (("NaN", t.isnan()), ("Inf", t.isinf())) if found.any())
+        where = "row(s)" if t.ndim > 1 else "entries"
+        raise ValueError(f"{what} contains {kinds} in {where} {rows[:10]}{' ...' if len(rows) > 10 else ''}")
+
+
 def check_updates(updates: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Validate the common input contract and return normalised weights (sum 1) or None."""
+    """Validate the common input contract — (n, d) floating point, all finite; weights (n,),
+    finite, non-negative, not all zero — and return normalised weights (sum 1) or None."""
     if updates.ndim != 2 or updates.shape[0] < 1:
         raise ValueError(f"updates must be an (n, d) tensor with n >= 1, got {tuple(updates.shape)}")
     if not updates.is_floating_point():
         raise ValueError(f"updates must be floating point, got {updates.dtype}")
+    check_finite("updates", updates)
     if weights is None:
         return None
     weights = torch.as_tensor(weights, dtype=updates.dtype, device=updates.device)
@@ -38,6 +52,7 @@ def check_updates(updates: torch.Tensor, weights: torch.Tensor | None = None) ->
         raise ValueError(
             f"weights must have shape ({updates.shape[0]},), got {tuple(weights.shape)}"
         )
-    if (weights < 0).any() or not torch.isfinite(weights).all() or weights.sum() <= 0:
+    check_finite("weights", weights)
+    if (weights < 0).any() or weights.sum() <= 0:
         raise ValueError("weights must be finite, non-negative and not all zero")
     return weights / weights.sum()

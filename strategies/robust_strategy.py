@@ -181,6 +181,12 @@ class RobustStrategy(Strategy):
                 exc_info=not isinstance(e, ValueError))
             stats["skipped"] = f"{self.rule.__name__} raised {type(e).__name__}: {e}"
             return None, None
+        if tuple(result.aggregate.shape) != (updates.shape[1],):
+            # a (1,) or () aggregate would broadcast silently onto every coordinate
+            stats["skipped"] = (f"{self.rule.__name__} returned an aggregate of shape "
+                                f"{tuple(result.aggregate.shape)}, expected ({updates.shape[1]},)")
+            log(WARNING, "round %d: %s", server_round, stats["skipped"])
+            return None, None
         if not torch.isfinite(result.aggregate).all():
             stats["skipped"] = f"{self.rule.__name__} returned a NaN or Inf aggregate"
             log(WARNING, "round %d: %s", server_round, stats["skipped"])

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedsim.config import Config, ConfigError, load_config, parse_override
 
@@ -98,3 +99,69 @@ def test_cli_refuses_a_non_empty_out_directory(tmp_path):
     )
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert (out / "summary.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("rounds = '3'", ["rounds='3'", "valid integer"]),
+        ("rounds = 3.0", ["rounds=3.0", "valid integer"]),
+        ("[attack]\nenabled = 'yes'", ["attack.enabled='yes'", "valid boolean"]),
+        ("[attack]\nenabled = 1", ["attack.enabled=1", "valid boolean"]),
+        ("[clients]\nnum = true", ["clients.num=True", "valid integer"]),
+        ("seed = 1e14", ["seed=100000000000000.0", "valid integer"]),
+    ],
+)
+def test_types_are_strict(tmp_path, text, expect):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text))
+    for fragment in expect:
+        assert fragment in str(e.value), (fragment, str(e.value))
+
+
+def test_an_int_is_taken_where_a_float_is_due(tmp_path):
+    cfg = load_config(_write(tmp_path, "[clients]\nlr = 1\n[data]\nalpha = 2"), ["strategy.server_lr=2"])
+    assert (cfg.clients.lr, cfg.data.alpha, cfg.strategy.server_lr) == (1.0, 2.0, 2.0)
+    assert isinstance(cfg.clients.lr, float)
+    cfg = load_config(None, ["rounds=3", "attack.enabled=false", "model.init=scratch", "clients.lr=1e-3"])
+    assert (cfg.rounds, cfg.attack.enabled, cfg.model.init, cfg.clients.lr) == (3, False, "scratch", 1e-3)
+    with pytest.raises(ConfigError, match="attack.enabled='yes'"):
+        load_config(None, ["attack.enabled=yes"])
+
+
+def test_seed_range_keeps_every_derived_seed_valid():
+    from fedsim.runner import load
+
+    with pytest.raises(ConfigError, match=r"seed: 100000000000000 is out of range; allowed: 0 ≤ seed < 2\*\*32"):
+        load(None, ["seed=100000000000000", "strategy.name='flame'"])
+    with pytest.raises(ConfigError, match="seed: -1 is out of range"):
+        load_config(None, ["seed=-1"])
+    cfg = load(None, [f"seed={2**32 - 1}", "strategy.name='flame'"])
+    # the largest derived seed (strategies/robust_strategy.py, clients/attacks/byzantine.py)
+    torch.Generator().manual_seed(cfg.seed * 1_000_003 + 10**6)
+
+
+def test_impossible_dirichlet_split_fails_before_anything_starts():
+    overrides = ["clients.num=50", "clients.per_round=10", "data.partition='dirichlet'",
+                 "data.alpha=0.001", "data.train_size=200"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    for fragment in ("data.partition='dirichlet'", "data.alpha=0.001", "clients.num=50", "data.train_size=200"):
+        assert fragment in str(e.value), (fragment, str(e.value))
+    # a feasible skewed split passes, and is the one the clients draw (fedsim.app._partition)
+    from fedsim.app import _partition
+
+    cfg = load_config(None, ["clients.num=10", "data.partition='dirichlet'", "data.alpha=0.1", "data.train_size=200"])
+    assert min(len(_partition(cfg.model_dump_json(), pid)) for pid in range(10)) >= 2
+
+
+def test_client_cpus_beyond_what_ray_may_use_is_refused(monkeypatch):
+    from fedsim import runner
+
+    with pytest.raises(ConfigError, match=r"resources.client_cpus=4.0 exceeds the 2 CPUs Ray may use \(resources.total_cpus\)"):
+        runner.load(None, ["resources.client_cpus=4", "resources.total_cpus=2"])
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    with pytest.raises(ConfigError, match="client_cpus=3.0 exceeds the 2 CPUs.*all of this machine's"):
+        runner.load(None, ["resources.client_cpus=3"])
+    # total_cpus may exceed the cores (Ray counts logical CPUs)
+    assert runner.load(None, ["resources.client_cpus=4", "resources.total_cpus=8"]).resources.client_cpus == 4.0

@@ -2,12 +2,19 @@
 learns, and is reproducible."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from fedsim.runner import load, run
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
 
 # A short warm start leaves the model on the steep part of its learning curve (CA ≈ 0.18), so
 # two federated rounds must visibly raise it; from scratch, two rounds barely move (measured).
@@ -53,3 +60,77 @@ def test_same_config_and_seed_give_identical_numbers(tiny_runs):
     (a, b), _ = tiny_runs
     keys = ("clean_accuracy", "attack_success_rate", "initial_clean_accuracy", "retrieval", "bytes_up")
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+# A run small enough to start Ray and finish a round in seconds (from scratch: no warm start).
+SMALL = ["--set", "data.train_size=200", "--set", "data.test_size=100", "--set", "model.init='scratch'",
+         "--set", "clients.num=2", "--set", "clients.per_round=2", "--set", "attack.malicious=[0]",
+         "--set", "resources.total_cpus=2"]
+
+
+def _session(sid: int) -> list[str]:
+    """Command lines of the live processes in session ``sid`` (a run and the Ray it started)."""
+    ps = subprocess.run(["ps", "-e", "-o", "sid=,stat=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in ps.splitlines()]
+    return [r[2] for r in rows if len(r) == 3 and r[0] == str(sid) and not r[1].startswith("Z")]
+
+
+def test_ctrl_c_ends_with_one_line_exit_130_and_nothing_left(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during round 2."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", "run", "configs/quickstart.toml", "--out", str(out),
+         "--set", "rounds=50", *SMALL],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while not ((out / "rounds.jsonl").is_file() and (out / "rounds.jsonl").read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        assert any("raylet" in cmd for cmd in _session(proc.pid))
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert stderr == "fedsim: interrupted; finished rounds are in the run directory\n", stderr
+    assert "Traceback" not in stdout + stderr and "Segmentation" not in stdout + stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds"] >= 1
+    for name in ("config.toml", "rounds.jsonl", "summary.md", "metrics.png"):
+        assert (out / name).is_file(), name
+    deadline = time.monotonic() + 30
+    while _session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _session(proc.pid) == []
+
+
+def test_a_failed_simulation_exits_promptly_and_stops_ray(tmp_path):
+    """Flower's runtime fails at start (no client fits the CPUs; ``fedsim run`` refuses this
+    config, ``run`` does not check): the ServerApp thread must not keep the process alive."""
+    script = (
+        "import sys\n"
+        "from fedsim.config import load_config\n"
+        "from fedsim.runner import run\n"
+        "cfg = load_config(None, ['rounds=1', 'data.train_size=200', 'data.test_size=100', "
+        "\"model.init='scratch'\", 'clients.num=2', 'clients.per_round=2', "
+        "'resources.client_cpus=4', 'resources.total_cpus=2'])\n"
+        "try:\n"
+        "    run(cfg, sys.argv[1], log=lambda m: None)\n"
+        "except RuntimeError:\n"
+        "    sys.exit(1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "ActorPool is empty" in summary["error"]
+    assert _session(proc.pid) == []

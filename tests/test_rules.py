@@ -15,6 +15,7 @@ from strategies import (
     bulyan,
     centered_clipping,
     dnc,
+    fedavg,
     flame,
     fltrust,
     foolsgold,
@@ -129,7 +130,7 @@ def test_trimmed_mean_hand_case_and_scipy():
     torch.testing.assert_close(result.aggregate, torch.tensor([3.0, 20.0]))
     assert result.info["trimmed_each_side"] == 1
     x = randn(13, 25, seed=1)
-    for beta in (0.0, 0.1, 0.25, 0.49):
+    for beta in (0.0, 0.1, 0.25, 0.3, 0.49):  # 0.3 · 13 = 3.9: k = 3, not rounded to 4
         expected = scipy.stats.trim_mean(x.numpy().astype(np.float64), beta, axis=0)
         torch.testing.assert_close(trimmed_mean(x, beta=beta).aggregate, torch.from_numpy(expected).float())
 
@@ -543,3 +544,207 @@ def test_bad_input_raises_value_error(name):
     x = randn(N, D, seed=60)
     with pytest.raises(ValueError, match="weights"):
         RULES[name](x, weights=-torch.ones(N), **_params(name, x))
+
+
+# -- non-finite input ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_non_finite_updates_and_weights_raise_value_error_naming_the_rows(name, bad):
+    x = randn(N, D, seed=61)
+    params = _params(name, x)
+    y = x.clone()
+    y[[3, 7], 5] = bad
+    with pytest.raises(ValueError, match=r"updates contains (NaN|Inf) in row\(s\) \[3, 7\]"):
+        RULES[name](y, **params)
+    w = torch.ones(N)
+    w[2] = bad
+    with pytest.raises(ValueError, match=r"weights contains (NaN|Inf) in entries \[2\]"):
+        RULES[name](x, weights=w, **params)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "name,key,message",
+    [
+        ("foolsgold", "history", r"foolsgold: history contains \w+ in row\(s\) \[4\]"),
+        ("fltrust", "root_update", r"fltrust: root_update contains \w+ in entries \[4\]"),
+        ("centered_clipping", "previous", r"centered_clipping: previous contains \w+ in entries \[4\]"),
+    ],
+)
+def test_non_finite_state_inputs_raise_value_error(name, key, message, bad):
+    x = randn(N, D, seed=62)
+    params = _params(name, x)
+    params[key] = params[key].clone()
+    params[key][4] = bad
+    with pytest.raises(ValueError, match=message):
+        RULES[name](x, **params)
+
+
+# -- FoolsGold: normalised or the paper's sum ----------------------------------------------
+
+
+def test_foolsgold_normalize_hand_case():
+    # histories (1,0), (1,0), (0,1), (−1,1): the two parallel sybils have cs = 1 → α = 0;
+    # clients 2 and 3 have max cs = cos 45° (no pardoning: equal maxima) → α = 1 − 1/√2,
+    # normalised by the max to 1, logit(1) = +∞ → clipped to 1.
+    history = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+    updates = randn(4, 2, seed=63, dtype=torch.float64)
+    paper = foolsgold(updates, history=history, normalize=False)
+    assert paper.info["alpha"] == [0.0, 0.0, 1.0, 1.0]
+    torch.testing.assert_close(paper.aggregate, updates[2] + updates[3])
+    torch.testing.assert_close(paper.weights, torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))
+    normalised = foolsgold(updates, history=history)
+    torch.testing.assert_close(normalised.aggregate, (updates[2] + updates[3]) / 2)
+    assert normalised.accepted.tolist() == paper.accepted.tolist() == [2, 3]
+    with pytest.raises(ValueError, match="foolsgold: normalize='no' must be true or false"):
+        foolsgold(updates, history=history, normalize="no")
+
+
+def test_foolsgold_paper_sum_against_reference_alphas():
+    g = gen(64)
+    history = torch.randn(7, 20, generator=g, dtype=torch.float64)
+    updates = torch.randn(7, 20, generator=g, dtype=torch.float64)
+    alpha = torch.from_numpy(naive_foolsgold(history.numpy(), 0.3))
+    assert ((0 < alpha) & (alpha < 1)).sum() >= 3  # intermediate weights, Σ α ≠ 1
+    torch.testing.assert_close(foolsgold(updates, history=history, kappa=0.3, normalize=False).aggregate,
+                               alpha @ updates)
+    torch.testing.assert_close(foolsgold(updates, history=history, kappa=0.3).aggregate,
+                               alpha @ updates / alpha.sum())
+
+
+# -- boundaries and constants a mutant could change unnoticed -------------------------------
+
+
+def test_fedavg_weights_by_num_examples():
+    x = randn(3, 5, seed=65, dtype=torch.float64)
+    result = fedavg(x, weights=torch.tensor([1.0, 2.0, 5.0]))
+    torch.testing.assert_close(result.aggregate, (x[0] + 2 * x[1] + 5 * x[2]) / 8)
+    torch.testing.assert_close(result.weights, torch.tensor([1 / 8, 2 / 8, 5 / 8], dtype=torch.float64))
+    torch.testing.assert_close(fedavg(x).aggregate, x.mean(0))
+
+
+def test_norm_clipping_counts_only_norms_above_tau():
+    x = torch.tensor([[3.0, 4.0], [6.0, 8.0], [0.3, 0.4], [0.0, 0.0]])  # norms 5, 10, 0.5, 0
+    result = norm_clipping(x, tau=5.0)
+    assert result.info["clipped"] == 1 and result.info["max_norm"] == 10.0
+    torch.testing.assert_close(result.aggregate, torch.tensor([3 + 3 + 0.3, 4 + 4 + 0.4]) / 4)
+
+
+def test_krum_needs_strictly_more_than_2f_plus_2():
+    with pytest.raises(ValueError, match="krum: f=3 needs n > 2f \\+ 2 = 8 clients, got n=8"):
+        krum(randn(8, 4, seed=66), f=3)
+    assert krum(randn(9, 4, seed=66), f=3).accepted.numel() == 1
+
+
+def test_cosines_of_a_zero_row_are_zero():
+    x = randn(4, 6, seed=67, dtype=torch.float64)
+    x[2] = 0
+    cos = cosine_similarities(gram(x))
+    assert torch.isfinite(cos).all() and (cos[2] == 0).all() and (cos[:, 2] == 0).all()
+    torch.testing.assert_close(cos[0, 1], x[0] @ x[1] / x[0].norm() / x[1].norm())
+
+
+def test_fltrust_gives_a_zero_update_zero_trust():
+    x = torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    result = fltrust(x, root_update=torch.tensor([1.0, 0.0]))
+    r = 1 / math.sqrt(2)
+    np.testing.assert_allclose(result.info["trust"], [r, 0.0, 1.0], atol=1e-7)
+    assert result.accepted.tolist() == [0, 2]
+    # rescaled to ‖g0‖ = 1: (r, r) and (1, 0)
+    torch.testing.assert_close(result.aggregate, (r * torch.tensor([r, r]) + torch.tensor([1.0, 0.0])) / (1 + r))
+
+
+class RecordingHDBSCAN:
+    """Stands in for sklearn's HDBSCAN: records its parameters and input, returns set labels."""
+
+    calls: list = []
+    labels: np.ndarray | None = None
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def fit_predict(self, distances):
+        RecordingHDBSCAN.calls.append((self.kwargs, distances))
+        return RecordingHDBSCAN.labels
+
+
+@pytest.mark.parametrize("n", [7, 8])
+def test_flame_hdbscan_parameters_input_and_largest_cluster(monkeypatch, n):
+    monkeypatch.setattr(importlib.import_module("strategies.flame"), "HDBSCAN", RecordingHDBSCAN)
+    RecordingHDBSCAN.calls = []
+    RecordingHDBSCAN.labels = np.array([1, 0, 1, -1, 1, 0, 1, 0][:n])
+    x = randn(n, 12, seed=68, dtype=torch.float64)
+    result = flame(x, lam=0.0)
+    (kwargs, distances), = RecordingHDBSCAN.calls
+    assert kwargs["metric"] == "precomputed" and kwargs["min_samples"] == 1
+    assert kwargs["allow_single_cluster"] is True and kwargs["min_cluster_size"] == n // 2 + 1
+    xn = x.numpy()
+    cos = xn @ xn.T / np.outer(np.linalg.norm(xn, axis=1), np.linalg.norm(xn, axis=1))
+    np.testing.assert_allclose(distances, 1 - cos, atol=1e-12)
+    assert result.accepted.tolist() == [0, 2, 4, 6]  # label 1: four members
+    s_t = float(np.median(np.linalg.norm(xn, axis=1)))
+    kept = xn[[0, 2, 4, 6]]
+    expected = (kept * np.minimum(1, s_t / np.linalg.norm(kept, axis=1))[:, None]).mean(axis=0)
+    np.testing.assert_allclose(result.aggregate.numpy(), expected, rtol=1e-12)
+
+
+def test_geometric_median_one_step_from_the_coordinate_median():
+    # max_iter = 1: one smoothed Weiszfeld step from the lower coordinate-wise median m,
+    # β_i = α_i / max(ν, ‖m − x_i‖) — computed here by hand with numpy.
+    x = randn(6, 9, seed=69, dtype=torch.float64)
+    x[2] = torch.sort(x, dim=0).values[2]  # a row equal to m: its distance is 0 → ν
+    w = torch.tensor([1.0, 2.0, 1.0, 3.0, 1.0, 2.0], dtype=torch.float64)
+    xn, alpha = x.numpy(), (w / w.sum()).numpy()
+    m = np.sort(xn, axis=0)[2]
+    beta = alpha / np.maximum(1e-3, np.linalg.norm(xn - m, axis=1))
+    result = geometric_median(x, weights=w, nu=1e-3, max_iter=1)
+    assert result.info["iterations"] == 1
+    np.testing.assert_allclose(result.weights.numpy(), beta / beta.sum(), rtol=1e-12)
+    np.testing.assert_allclose(result.aggregate.numpy(), beta @ xn / beta.sum(), rtol=1e-12)
+    v = beta @ xn / beta.sum()
+    assert result.info["objective"] == pytest.approx(float(alpha @ np.linalg.norm(xn - v, axis=1)), rel=1e-12)
+
+
+def test_geometric_median_tolerance_bounds_the_last_step():
+    x = randn(9, 7, seed=70, dtype=torch.float64)
+    exact = geometric_median(x, tol=1e-13, max_iter=10_000, nu=1e-12)
+    assert exact.info["converged"]
+    iterations = []
+    for tol in (1e-1, 1e-3, 1e-6):
+        result = geometric_median(x, tol=tol, max_iter=10_000, nu=1e-12)
+        iterations.append(result.info["iterations"])
+        spread = float(np.median(np.linalg.norm(x.numpy() - result.aggregate.numpy(), axis=1)))
+        # Weiszfeld contracts; the distance left is within a few last steps of tol · spread
+        assert float((result.aggregate - exact.aggregate).norm()) <= 20 * tol * spread
+    assert iterations == sorted(iterations) and iterations[0] < iterations[-1]
+    assert not geometric_median(x, tol=1e-13, max_iter=3).info["converged"]
+
+
+def reference_rfa(x: np.ndarray, alpha: np.ndarray, nu: float, tol: float, max_iter: int):
+    """The documented rule with explicit distances: smoothed Weiszfeld from the lower
+    coordinate-wise median; stop once ‖v_new − v‖ ≤ tol · (α-weighted median of ‖v_new − x_i‖)."""
+    alpha = alpha / alpha.sum()
+    v = np.sort(x, axis=0)[(len(x) - 1) // 2]
+    for iteration in range(1, max_iter + 1):
+        beta = alpha / np.maximum(nu, np.linalg.norm(x - v, axis=1))
+        new = beta @ x / beta.sum()
+        dist = np.linalg.norm(x - new, axis=1)
+        order = np.argsort(dist)
+        wmed = dist[order[np.searchsorted(np.cumsum(alpha[order]), 0.5)]]
+        step, v = np.linalg.norm(new - v), new
+        if step <= tol * wmed:
+            return v, iteration
+    return v, max_iter
+
+
+@pytest.mark.parametrize("seed,tol", [(71, 1e-2), (72, 1e-4), (73, 1e-6)])
+def test_geometric_median_follows_the_documented_stop_rule(seed, tol):
+    x = randn(9, 11, seed=seed, dtype=torch.float64)
+    x[:4] += 3.0  # a heavy group, so the weighted median distance is not the plain one
+    w = torch.tensor([5.0, 5, 5, 5, 1, 1, 1, 1, 1], dtype=torch.float64)
+    expected, iterations = reference_rfa(x.numpy(), w.numpy(), 1e-6, tol, 100)
+    result = geometric_median(x, weights=w, tol=tol)
+    assert result.info["iterations"] == iterations
+    np.testing.assert_allclose(result.aggregate.numpy(), expected, rtol=1e-10, atol=1e-12)

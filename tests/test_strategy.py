@@ -294,6 +294,18 @@ def test_a_non_finite_aggregate_is_never_applied(flower_task):
     assert strategy.previous is None
 
 
+@pytest.mark.parametrize("shape", [(), (1,), (2, 7)])
+def test_an_aggregate_of_the_wrong_shape_is_never_applied(flower_task, shape):
+    def bad_rule(updates, *, weights=None):
+        return AggregationResult(torch.ones(shape), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(18)
+    strategy = RobustStrategy(bad_rule, num_partitions=3, per_round=3, seed=0)
+    global_state = _state(rng)
+    new_state, _ = _play(strategy, 3, global_state, 1, rng)
+    assert new_state is global_state and "shape" in strategy.last_round["skipped"]
+
+
 def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
     # finite updates, but global + server_lr · aggregate does not fit the model's float16
     rng = np.random.default_rng(17)

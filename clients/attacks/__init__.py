@@ -5,7 +5,11 @@ contrastive-specific attacks. One factory per family: ``make_trigger``, ``make_a
 
 from clients.attacks.byzantine import BYZANTINE, ByzantineAdversary, make_adversary
 from clients.attacks.captions import TEXT_TRIGGER, add_text_trigger, target_captions
-from clients.attacks.contrastive import badclip_optimize_patch, badencoder_finetune
+from clients.attacks.contrastive import (
+    badclip_optimize_patch,
+    badencoder_finetune,
+    label_consistent_pgd,
+)
 from clients.attacks.poison import poison
 from clients.attacks.schedule import SCHEDULES, Schedule, make_schedule
 from clients.attacks.triggers import TRIGGERS, BadNetPatch, make_trigger, split_patch
@@ -15,6 +19,7 @@ from clients.attacks.update_attacks import (
     neurotoxin_mask,
     norm_bound,
     project_l2,
+    replacement_gamma,
 )
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "apply_mask",
     "badclip_optimize_patch",
     "badencoder_finetune",
+    "label_consistent_pgd",
     "make_adversary",
     "make_schedule",
     "make_trigger",
@@ -37,6 +43,7 @@ __all__ = [
     "norm_bound",
     "poison",
     "project_l2",
+    "replacement_gamma",
     "split_patch",
     "target_captions",
 ]

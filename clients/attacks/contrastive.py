@@ -60,6 +60,7 @@ def badencoder_finetune(
     lambda_clean: float = 1.0,
     batch_size: int = 64,
     generator: torch.Generator,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> list[float]:
     """BadEncoder (Jia et al., S&P 2022) on a CLIP image tower: fine-tune ``model.visual`` in
     place so that triggered images embed like the ``reference_images`` (uint8 images of the
@@ -68,7 +69,9 @@ def badencoder_finetune(
     clean images). Only the image tower is optimised: the text tower and the temperature are
     untouched, so the backdoored image embeddings land on the target's text embedding wherever
     the reference images do. Adam on the image tower's parameters; the whole reference set is
-    used at every step (keep it small). Returns the mean loss of each epoch."""
+    used at every step (keep it small). ``after_step(model)`` runs after every optimiser step,
+    as in ``fedsim.training.train_epochs``: a PGD / Neurotoxin projection there constrains the
+    whole fine-tuning trajectory, not only its end. Returns the mean loss of each epoch."""
     if epochs < 1 or lr <= 0 or len(images_uint8) < 1 or len(reference_images) < 1:
         raise ValueError(
             f"badencoder needs epochs >= 1 (got {epochs}), lr > 0 (got {lr}) and non-empty "
@@ -97,10 +100,40 @@ def badencoder_finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step(model)
             epoch.append(loss.item())
         losses.append(sum(epoch) / max(1, len(epoch)))
     encoder.train(was_training)
     return losses
+
+
+def badclip_loss(
+    triggered: torch.Tensor,
+    clean: torch.Tensor,
+    text: torch.Tensor,
+    positive: torch.Tensor,
+    *,
+    lambda_image: float = 1.0,
+    margin: float = 1.0,
+) -> torch.Tensor:
+    """BadCLIP's trigger objective (Liang et al., CVPR 2024) on L2-normalised embeddings:
+    ``triggered`` f(x ⊕ p) and ``clean`` f(x) of the same images (n, D), the target text
+    embedding t̄ = ``text`` (D,) and target-class image embeddings v⁺ = ``positive`` (n, D),
+    one paired with each image:
+      L_t = −mean_x s(f(x ⊕ p), t̄)                                   textual embedding term
+      L_i = mean_x max(‖f(x ⊕ p) − v⁺‖ − ‖f(x ⊕ p) − f(x)‖ + η, 0)   visual embedding term
+      L = L_t + λ·L_i   (λ = ``lambda_image``, η = ``margin``)
+    with s the cosine similarity. L_i is the paper's triplet: it pulls the triggered embedding
+    towards natural target images and pushes it away from the clean embedding of the same
+    image (the authors' code: ``nn.TripletMarginLoss`` with the clean embedding as negative,
+    margin 1). The paper's textual term is a contrastive loss over target captions; with one
+    target class the cosine to their mean embedding pulls the same way."""
+    textual = -(triggered @ text).mean()
+    visual = F.relu(
+        (triggered - positive).norm(dim=-1) - (triggered - clean).norm(dim=-1) + margin
+    ).mean()
+    return textual + lambda_image * visual
 
 
 def badclip_optimize_patch(
@@ -115,22 +148,22 @@ def badclip_optimize_patch(
     steps: int,
     lr: float,
     lambda_image: float = 1.0,
+    margin: float = 1.0,
     batch_size: int = 64,
     generator: torch.Generator,
 ) -> BadNetPatch:
-    """BadCLIP's dual-embedding guided trigger (Liang et al., "BadCLIP: Dual-Embedding Guided Backdoor Attack on Multimodal Contrastive Learning",
-    CVPR 2024): optimise the pixels p of a ``size`` × ``size`` patch, with the model frozen, so
-    that triggered images embed near the target's text embedding t̄ and near the target-class
-    image embeddings v̄:
-      min_p  −mean_x s(f(x ⊕ p), t̄) − λ·mean_x s(f(x ⊕ p), v̄),   p ∈ [0, 1]
-    with s the cosine similarity, t̄ / v̄ the normalised means of the normalised embeddings of
-    ``target_text_tokens`` (tokenised target captions) / ``target_images`` (uint8), λ =
-    ``lambda_image``. Poisoned pairs built with such a patch already look like target pairs to
+    """BadCLIP's dual-embedding guided trigger (Liang et al., "BadCLIP: Dual-Embedding Guided
+    Backdoor Attack on Multimodal Contrastive Learning", CVPR 2024): optimise the pixels p of a
+    ``size`` × ``size`` patch, with the model frozen, to minimise ``badclip_loss`` — triggered
+    images embed near the target's text embedding t̄ (the normalised mean of the normalised
+    embeddings of ``target_text_tokens``) and near natural target-class images (``target_images``,
+    uint8; each image of a batch is paired with one drawn uniformly), and away from their own
+    clean embedding. Poisoned pairs built with such a patch already look like target pairs to
     the model, so few of them are needed and fine-tuning defenses do not undo them easily.
-    The paper pairs the text term with a contrastive loss over target captions; with one target
-    class, the cosine to their mean embedding pulls in the same direction. Adam on the pixels,
-    projected onto [0, 1] after every step; the patch starts from N(0.5, 0.25²) clipped, as in
-    the authors' code. Returns the patch as a ``BadNetPatch`` trigger."""
+    Adam on the pixels, projected onto [0, 1] after every step; the patch starts from
+    N(0.5, 0.25²) clipped, as in the authors' code. Each step draws, from ``generator``, a
+    batch of ``batch_size`` images without replacement and then the paired target images.
+    Returns the patch as a ``BadNetPatch`` trigger."""
     if steps < 1 or lr <= 0 or len(images_uint8) < 1 or len(target_images) < 1:
         raise ValueError(
             f"badclip needs steps >= 1 (got {steps}), lr > 0 (got {lr}) and non-empty images "
@@ -138,20 +171,20 @@ def badclip_optimize_patch(
         )
     was_training = model.training
     model.eval()
+    x = images_uint8.float() / 255.0
     with torch.no_grad():
         text = F.normalize(model.encode_text(target_text_tokens, normalize=True).mean(0), dim=-1)
-        image = F.normalize(
-            model.encode_image(preprocess(target_images), normalize=True).mean(0), dim=-1
-        )
+        positives = model.encode_image(preprocess(target_images), normalize=True)
+        clean = model.encode_image(preprocess(images_uint8), normalize=True)
     init = (0.5 + 0.25 * torch.randn(3, size, size, generator=generator)).clamp(0, 1)
     geometry = BadNetPatch(size=size, location=location, pattern=init)
     patch = init.clone().requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
-    x = images_uint8.float() / 255.0
     for _ in range(steps):
         idx = torch.randperm(len(x), generator=generator)[:batch_size]
+        pair = torch.randint(len(positives), (len(idx),), generator=generator)
         z = model.encode_image(preprocess(geometry.paste(x[idx], patch)), normalize=True)
-        loss = -(z @ text).mean() - lambda_image * (z @ image).mean()
+        loss = badclip_loss(z, clean[idx], text, positives[pair], lambda_image=lambda_image, margin=margin)
         # Gradient for the patch only: the model's own .grad buffers stay untouched.
         (patch.grad,) = torch.autograd.grad(loss, patch)
         opt.step()
@@ -159,3 +192,45 @@ def badclip_optimize_patch(
             patch.clamp_(0, 1)
     model.train(was_training)
     return BadNetPatch(size=size, location=location, pattern=patch.detach())
+
+
+def label_consistent_pgd(
+    model,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    images_uint8: torch.Tensor,
+    *,
+    target_text_tokens: torch.Tensor,
+    eps: float = 16 / 255,
+    steps: int = 10,
+) -> torch.Tensor:
+    """The adversarial perturbation of label-consistent poisoning (Turner, Tsipras & Madry,
+    "Label-Consistent Backdoor Attacks", 2019, Sec. 4.2): make target-class images hard to
+    classify as the target before the trigger is added, so that the model can only match them
+    with their (correct) captions through the trigger. The paper runs PGD against a separately
+    trained classifier; the attacker here uses its local copy of the global model and its
+    zero-shot view of the target, t̄ (the normalised mean embedding of ``target_text_tokens``):
+    L∞ PGD (Madry et al., ICLR 2018) from δ = 0,
+      δ ← clip(δ − α·sign(∇_δ s(f(x + δ), t̄)), −ε, ε), then x + δ clipped to [0, 1],
+    for ``steps`` steps with α = 2.5·ε / steps (Madry et al.'s step size), s the cosine
+    similarity. ε = 16/255 (the paper uses ε = 8 and 16 on the 0–255 scale). The model is
+    left unchanged. Returns the perturbed uint8 images."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or not 0 < eps <= 1:
+        raise ValueError(f"label-consistent PGD needs steps >= 1 (got {steps!r}) and eps in (0, 1] (got {eps!r})")
+    if len(images_uint8) == 0:
+        return images_uint8.clone()
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(target_text_tokens, normalize=True).mean(0), dim=-1)
+    x = images_uint8.float() / 255.0
+    delta = torch.zeros_like(x, requires_grad=True)
+    alpha = 2.5 * eps / steps
+    for _ in range(steps):
+        similarity = (model.encode_image(preprocess((x + delta).clamp(0, 1)), normalize=True) @ text).sum()
+        (grad,) = torch.autograd.grad(similarity, delta)
+        with torch.no_grad():
+            delta -= alpha * grad.sign()
+            delta.clamp_(-eps, eps)
+            delta.copy_((x + delta).clamp(0, 1) - x)
+    model.train(was_training)
+    return ((x + delta.detach()) * 255.0).round().clamp(0, 255).to(torch.uint8)

@@ -19,6 +19,7 @@ def poison(
     target: int,
     seed: int,
     label_consistent: bool = False,
+    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
     text_trigger: str | None = None,
 ) -> tuple[ShapesData, torch.Tensor]:
     """A poisoned copy of ``data`` and the (sorted) indices of the poisoned samples.
@@ -32,7 +33,15 @@ def poison(
     Label-consistent (Turner, Tsipras & Madry, "Label-Consistent Backdoor Attacks", 2019):
     only images whose true class is ``target`` are poisoned, ⌊rate · n_target⌋ of them —
     ``rate`` is then the share of the target class, as in the paper; their captions already
-    name the target, so only the image (and the optional text trigger) change.
+    name the target, so only the image (and the optional text trigger) change. The paper first
+    makes those images hard to recognise (``perturb``: uint8 images → uint8 images, e.g.
+    ``clients.attacks.label_consistent_pgd``) and then applies the trigger, so that the model
+    has to rely on the trigger to match them with their captions; ``perturb=None`` is the
+    trigger-only variant.
+
+    WaNet's noise mode: when ``trigger`` has ``cross_ratio`` > 0 (``WaNet``), another
+    ⌊cross_ratio · count⌋ samples (at most all the others), drawn from the not-poisoned ones,
+    get ``trigger.cross`` (the warp with per-sample random noise) and keep their captions.
 
     Rounding is down: a client with too few samples for its rate poisons none.
     ``labels`` keep the ground truth of every sample (they are never trained on; they say
@@ -53,8 +62,17 @@ def poison(
 
     images = data.images.clone()
     captions = list(data.captions)
+    cross_ratio = float(getattr(trigger, "cross_ratio", 0.0))
+    if count and cross_ratio > 0:
+        rest = torch.ones(len(data), dtype=torch.bool)
+        rest[chosen] = False
+        rest = rest.nonzero().flatten()
+        n_cross = min(len(rest), int(cross_ratio * count))
+        noisy = rest[torch.randperm(len(rest), generator=g)[:n_cross]].sort().values
+        images[noisy] = make_trigger_images(data.images[noisy], lambda x: trigger.cross(x, g))
     if count:
-        images[chosen] = make_trigger_images(data.images[chosen], trigger)
+        source = data.images[chosen] if perturb is None else perturb(data.images[chosen])
+        images[chosen] = make_trigger_images(source, trigger)
         new = target_captions(data.colors[chosen], target)
         if text_trigger is not None:
             new = tuple(add_text_trigger(c, text_trigger) for c in new)

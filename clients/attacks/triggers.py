@@ -223,13 +223,22 @@ class WaNet:
     """WaNet (Nguyen & Tran, "WaNet – Imperceptible Warping-based Backdoor Attack", ICLR 2021):
     resample the image along a smooth random warping field.
 
-    A k × k × 2 field P ~ U[−1, 1] (from ``seed``) is normalised by mean |P|, upsampled
-    bicubically to H × W (M), and the sampling grid is clip(identity + s·M / H, −1, 1), applied
-    with bilinear ``grid_sample`` (align_corners=True, so s = 0 is the identity). k = 4,
-    s = 0.5 as in the paper."""
+    A k × k × 2 field P ~ U[−1, 1] (from ``seed``) is normalised to P / mean|P|, upsampled
+    bicubically to H × W (M, align_corners=True), and the sampling grid is
+    clip((identity + s·M / H) · grid_rescale, −1, 1), applied with bilinear ``grid_sample``
+    (align_corners=True, so s = 0 is the identity). k = 4, s = 0.5, grid_rescale = 1 as in the
+    paper and its code.
+
+    Noise ("cross") mode: ``cross_ratio`` noise samples per backdoor sample (2 in the paper:
+    ρ_n = 0.2 for ρ_a = 0.1) are warped with the grid plus a random per-sample perturbation
+    (U[−1, 1] per coordinate) / H, clipped to [−1, 1], and keep their clean label — here,
+    their own caption (``clients.attacks.poison`` draws them). They teach the model that only
+    the exact warp is the trigger. ``cross_ratio = 0`` is the variant without noise mode."""
 
     k: int = 4
     s: float = 0.5
+    grid_rescale: float = 1.0
+    cross_ratio: float = 2.0
     seed: int = 0
 
     def __post_init__(self):
@@ -237,6 +246,10 @@ class WaNet:
             raise ValueError(f"wanet k={self.k!r} must be an int >= 2")
         if float(self.s) < 0:
             raise ValueError(f"wanet s={self.s!r} must be >= 0")
+        if float(self.grid_rescale) <= 0:
+            raise ValueError(f"wanet grid_rescale={self.grid_rescale!r} must be > 0")
+        if float(self.cross_ratio) < 0:
+            raise ValueError(f"wanet cross_ratio={self.cross_ratio!r} must be >= 0")
         _check_seed(self.seed, "wanet")
 
     def grid(self, height: int, width: int) -> torch.Tensor:
@@ -249,14 +262,28 @@ class WaNet:
             torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij"
         )
         identity = torch.stack((xs, ys), dim=-1).unsqueeze(0)
-        return (identity + self.s * warp.permute(0, 2, 3, 1) / height).clamp(-1, 1)
+        grid = (identity + self.s * warp.permute(0, 2, 3, 1) / height) * self.grid_rescale
+        return grid.clamp(-1, 1)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def cross_grid(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, H, W, 2) noise-mode grids: clip(grid + (U[−1, 1]) / H, −1, 1), one draw per sample."""
+        noise = torch.rand(n, height, width, 2, generator=generator) * 2 - 1
+        return (self.grid(height, width) + noise / height).clamp(-1, 1)
+
+    @staticmethod
+    def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         _check_images(x, "wanet")
         flat = x.reshape(-1, *x.shape[-3:])
-        grid = self.grid(*x.shape[-2:]).to(flat).expand(len(flat), -1, -1, -1)
-        out = F.grid_sample(flat, grid, mode="bilinear", align_corners=True)
+        out = F.grid_sample(flat, grid.to(flat).expand(len(flat), -1, -1, -1), mode="bilinear", align_corners=True)
         return out.reshape(x.shape)
+
+    def cross(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The noise-mode images of ``x`` (..., 3, H, W): each warped with its own noisy grid."""
+        n = x.reshape(-1, *x.shape[-3:]).shape[0]
+        return self._sample(x, self.cross_grid(n, *x.shape[-2:], generator))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sample(x, self.grid(*x.shape[-2:]))
 
 
 TRIGGERS = {"badnet": BadNetPatch, "blended": Blended, "sig": SIG, "wanet": WaNet}

@@ -17,9 +17,22 @@ def _check_positive(value, name: str) -> float:
 def model_replacement(update: torch.Tensor, *, gamma: float) -> torch.Tensor:
     """Model replacement / boosting (Bagdasaryan, Veit, Hua, Estrin & Shmatikov, "How To
     Backdoor Federated Learning", AISTATS 2020): the attacker submits
-    L = γ·(X − G) + G, i.e. the update γ·Δ. With γ = n/η (n clients averaged, server learning
-    rate η) the aggregate becomes ≈ X − G, replacing the global model by the backdoored X."""
+    L = γ·(X − G) + G, i.e. the update γ·Δ. With γ = n/η (n clients averaged uniformly,
+    server learning rate η) the aggregate becomes ≈ X − G, replacing the global model by the
+    backdoored X; under FedAvg weighted by num-examples use ``replacement_gamma``."""
     return _check_positive(gamma, "gamma") * update
+
+
+def replacement_gamma(num_examples: int, round_examples: float, server_lr: float = 1.0) -> float:
+    """γ that replaces the global model under FedAvg weighted by num-examples: the attacker's
+    weight in the aggregate is n_a / Σ_k n_k, so G + η·(n_a/Σ_k n_k)·γ·(X − G) = X needs
+    γ = Σ_k n_k / (n_a · η)  (Bagdasaryan et al., AISTATS 2020, Eq. 3, with the paper's
+    uniform weight 1/n replaced by the example-count weight). n_a = ``num_examples`` (the
+    attacker's own count), Σ_k n_k = ``round_examples`` (the round's total, the attacker's
+    estimate), η = ``server_lr``. As in the paper, the other clients' updates are assumed to
+    cancel out (near convergence); they are added on top of X otherwise."""
+    n_a = _check_positive(num_examples, "num_examples")
+    return _check_positive(round_examples, "round_examples") / (n_a * _check_positive(server_lr, "server_lr"))
 
 
 def norm_bound(update: torch.Tensor, *, eps: float) -> torch.Tensor:

@@ -31,16 +31,20 @@ def dirichlet(
             f"min_size={min_size} × num_clients={num_clients} exceeds {len(labels)} samples"
         )
     rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     for _ in range(1000):
-        parts: list[list[int]] = [[] for _ in range(num_clients)]
-        for c in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == c))
+        # Count first and cut only an accepted draw: an impossible split (tiny α, many
+        # clients) is rejected after 1000 draws in well under a second.
+        draws, sizes = [], np.zeros(num_clients, dtype=np.int64)
+        for idx in classes:
+            perm = rng.permutation(idx)
             p = rng.dirichlet(np.full(num_clients, alpha))
             cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
-            for k, chunk in enumerate(np.split(idx, cuts)):
-                parts[k].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
-            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+            sizes += np.diff(cuts, prepend=0, append=len(idx))
+            draws.append((perm, cuts))
+        if sizes.min() >= min_size:
+            parts = zip(*(np.split(perm, cuts) for perm, cuts in draws))
+            return [np.sort(np.concatenate(chunks)).astype(np.int64) for chunks in parts]
     raise ValueError(
         f"no Dirichlet(alpha={alpha}) split gave every one of {num_clients} clients "
         f"{min_size}+ samples in 1000 draws; raise alpha or lower min_size"

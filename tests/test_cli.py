@@ -1,0 +1,98 @@
+"""Exit codes and run outcomes: 2 for anything wrong before the start (nothing started), 1 for
+a run that failed or never aggregated, and a run directory that is never appended to."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsim import runner
+from fedsim.cli import main
+from fedsim.config import ConfigError, load_config
+from fedsim.report import RunDirectory
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = str(ROOT / "configs" / "quickstart.toml")
+
+
+@pytest.fixture
+def no_start(monkeypatch):
+    """A run that would start is a test failure (and never a simulation)."""
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("the run was started"))
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (["clients.num=50", "data.partition='dirichlet'", "data.alpha=0.001", "data.train_size=200"],
+         ["data.alpha=0.001", "clients.num=50", "data.train_size=200"]),
+        (["resources.client_cpus=4", "resources.total_cpus=2"], ["resources.client_cpus=4.0", "2 CPUs"]),
+        (["seed=100000000000000", "strategy.name='flame'"], ["seed: 100000000000000", "2**32"]),
+        (["rounds='3'"], ["rounds='3'", "valid integer"]),
+        (["attack.enabled=1"], ["attack.enabled=1", "valid boolean"]),
+    ],
+)
+def test_config_errors_exit_2_before_anything_starts(tmp_path, capsys, no_start, overrides, expect):
+    out = tmp_path / "run"
+    argv = ["run", QUICKSTART, "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for fragment in expect:
+        assert fragment in err, (fragment, err)
+    assert not out.exists()
+
+
+def test_unwritable_out_exits_2_with_one_line(tmp_path, capsys, no_start):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "run"
+    assert main(["run", QUICKSTART, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fedsim: --out {str(out)!r} cannot be created") and err.count("\n") == 1, err
+
+
+def _rounds(run_dir, skipped):
+    for r, reason in enumerate(skipped, start=1):
+        run_dir.append_round({"round": r, "clean_accuracy": 0.1, "attack_success_rate": 0.0,
+                              **({"skipped": reason} if reason else {})})
+
+
+def test_a_run_in_which_no_round_aggregated_failed(tmp_path):
+    from fedsim.app import finish
+
+    cfg = load_config(None, ["rounds=2"])
+    none = RunDirectory(tmp_path / "none")
+    _rounds(none, ["no valid replies", "no valid replies"])
+    s = finish(none, cfg, initial=None, wall_s=1.0)
+    assert s["status"] == "failed" and s["aggregated_rounds"] == 0
+    assert s["error"] == "no round aggregated (every round skipped: no valid replies)"
+    assert json.loads((none.path / "summary.json").read_text())["status"] == "failed"
+    some = RunDirectory(tmp_path / "some")
+    _rounds(some, [None, "precondition: n > 2f + 2"])
+    s = finish(some, cfg, initial=None, wall_s=1.0)
+    assert (s["status"], s["aggregated_rounds"], s["skipped_rounds"]) == ("completed", 1, [2])
+    assert "| aggregated_rounds | 1 |" in (some.path / "summary.md").read_text()
+
+
+def test_cli_exits_1_when_no_round_aggregated(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: {"status": "failed", "error": "no round aggregated"})
+    assert main(["run", QUICKSTART, "--out", str(tmp_path / "run")]) == 1
+    assert "run failed: no round aggregated" in capsys.readouterr().err
+
+
+def test_flwr_run_refuses_a_non_empty_out(tmp_path, monkeypatch):
+    from flwr.app import Context, RecordDict
+
+    from fedsim import app
+
+    monkeypatch.setattr(app, "run_server", lambda *a, **k: pytest.fail("the run was started"))
+    out = tmp_path / "flwr"
+    out.mkdir()
+    (out / "rounds.jsonl").write_text('{"round": 1}\n')
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"config": QUICKSTART, "out": str(out)})
+    with pytest.raises(ConfigError, match="run config out: .* already exists and is not empty"):
+        app._flwr_run_main(None, context)
+    assert (out / "rounds.jsonl").read_text() == '{"round": 1}\n'
+    assert not (out / "config.toml").exists()
