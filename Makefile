@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   install what is missing, then run the quickstart experiment
 #   make test   install what is missing, then run the test suite
+# make mutants (not in CI): mutation testing of strategies/ and clients/attacks/
 # An existing .venv is reused; it is only (re)installed when pyproject.toml changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsim-installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench mutants
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,3 +25,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/aggregators.py $(ARGS)
+
+$(VENV)/.fedsim-mutants: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,mutants]"
+	@touch $@
+
+mutants: $(VENV)/.fedsim-mutants
+	$(PY) scripts/mutants.py $(ARGS)

@@ -1,5 +1,6 @@
 """Datasets and partitioners. ``load_split`` is the one factory from a config to data."""
 
+from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex
 from fedsim.data.partition import dirichlet, iid
 from fedsim.data.shapes import (
     COLORS,
@@ -9,6 +10,7 @@ from fedsim.data.shapes import (
     caption_for,
     generate,
 )
+from fedsim.data.sources import DATASETS, open_dataset
 
 # Each split of an experiment comes from its own stream of the same generator, so that the
 # test split is never a copy of training data but is drawn from the same distribution.
@@ -25,6 +27,10 @@ def load_split(name: str, split: str, size: int, seed: int) -> ShapesData:
 
 __all__ = [
     "COLORS",
+    "DATASETS",
+    "DataError",
+    "ImageCaptionData",
+    "ImageCaptionIndex",
     "SHAPES",
     "ZERO_SHOT_TEMPLATES",
     "ShapesData",
@@ -33,4 +39,5 @@ __all__ = [
     "generate",
     "iid",
     "load_split",
+    "open_dataset",
 ]
