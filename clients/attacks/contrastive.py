@@ -226,7 +226,9 @@ def label_consistent_pgd(
     delta = torch.zeros_like(x, requires_grad=True)
     alpha = 2.5 * eps / steps
     for _ in range(steps):
-        similarity = (model.encode_image(preprocess((x + delta).clamp(0, 1)), normalize=True) @ text).sum()
+        # x + δ stays in [0, 1] (the projection below); a clamp here would zero the gradient of
+        # saturated pixels, which could then never move inwards.
+        similarity = (model.encode_image(preprocess(x + delta), normalize=True) @ text).sum()
         (grad,) = torch.autograd.grad(similarity, delta)
         with torch.no_grad():
             delta -= alpha * grad.sign()
