@@ -1,5 +1,6 @@
-"""``fedsim run CONFIG [--out DIR] [--set key=value ...]`` and ``fedsim table RUN_DIR...``:
-argument parsing and exit codes.
+"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim validate CONFIG [--set
+key=value ...]``, ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and
+exit codes.
 
 Exit codes: 0 success, 2 invalid config or arguments or an unusable ``--out`` (nothing
 started), 1 the run failed or no round aggregated, 130 interrupted by Ctrl-C (the run
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from fedsim.catalog import FAMILIES, catalog
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set rounds=5 --set attack.enabled=false")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    validate = sub.add_parser("validate", help="check a config and list every problem; starts nothing")
+    validate.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config value, as for run")
+    listing = sub.add_parser("list", help="registered datasets, models, rules, triggers and attacks, with papers")
+    listing.add_argument("what", nargs="?", default="all", choices=[*FAMILIES, "all"])
     table = sub.add_parser("table", help="markdown table of finished runs' summary.json")
     table.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -36,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fedsim: {e}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "list":
+        print(catalog(args.what), end="")
+        return 0
+    if args.command == "validate":
+        from fedsim.runner import main_validate
+
+        return main_validate(args.config, args.set)
     from fedsim.runner import describe, main_run
 
     try:

@@ -225,6 +225,19 @@ class Config(_Section):
         return tomli_w.dumps(self.model_dump(exclude_none=True))
 
 
+_INVALID = "invalid config:\n  "
+
+
+def invalid(problems: Iterable[str]) -> str:
+    """The message for a list of problems: a heading, then one problem per line."""
+    return _INVALID + "\n  ".join(problems)
+
+
+def problems_of(error: ConfigError) -> list[str]:
+    """The problem lines of a ConfigError message (without its "invalid config:" heading)."""
+    return str(error).removeprefix(_INVALID).split("\n  ")
+
+
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -236,7 +249,7 @@ def _format(err: ValidationError) -> str:
             lines.append(f"{field}: {msg}" if field != "config" else msg)
         else:
             lines.append(f"{field}={e['input']!r}: {e['msg']}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return invalid(lines)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -318,19 +331,23 @@ def load_config(
 ) -> Config:
     """Read TOML (or start from defaults when ``path`` is None; ``extends`` chains files),
     apply ``--set`` overrides, validate (types strictly, ranges, the partition's feasibility,
-    then ``extra_checks``). Raises ConfigError with every problem found."""
+    then ``extra_checks``). Raises ConfigError with every problem found: pydantic's field
+    errors all at once; when the fields are valid, every check runs and each one's problem
+    is listed (a check stops at its own first problem)."""
     raw = _read(Path(path), ()) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
-    check_partition(cfg)
-    for check in extra_checks:
+    problems: list[str] = []
+    for check in (check_partition, *extra_checks):
         try:
             check(cfg)
-        except ConfigError:
-            raise
+        except ConfigError as e:
+            problems += problems_of(e)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"invalid config:\n  {e}") from None
+            problems.append(str(e))
+    if problems:
+        raise ConfigError(invalid(problems))
     return cfg

@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from fedsim.app import client_app, config_checks, finish, make_server_app
-from fedsim.config import Config, ConfigError, load_config
+from fedsim.config import Config, ConfigError, invalid, load_config
 from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
 
 
@@ -47,20 +49,22 @@ def check_resources(cfg: Config) -> None:
     if r.client_cpus > total:
         where = ("resources.total_cpus" if r.total_cpus else
                  "all of this machine's; resources.total_cpus is unset")
-        raise ConfigError(
-            f"invalid config:\n  resources.client_cpus={r.client_cpus} exceeds the {total} CPUs Ray "
-            f"may use ({where}), so no client could ever run; allowed: 0 < client_cpus ≤ {total}"
-        )
+        raise ConfigError(invalid([
+            f"resources.client_cpus={r.client_cpus} exceeds the {total} CPUs Ray may use ({where}), "
+            f"so no client could ever run; allowed: 0 < client_cpus ≤ {total}"
+        ]))
 
 
-def backend_config(cfg: Config) -> dict:
+def backend_config(cfg: Config, ray_dir: Path) -> dict:
     """Ray resources: each client asks for ``client_cpus`` CPUs and uses ``client_threads``
-    torch threads, so 2 clients train at once on 2 cores without oversubscription."""
+    torch threads, so 2 clients train at once on 2 cores without oversubscription. Ray keeps
+    its session (sockets, logs, spilled objects) under ``ray_dir``, this run's own folder."""
     total = cfg.resources.total_cpus or available_cpus()
     return {
         "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
         "init_args": {"num_cpus": total, "num_gpus": 0, "include_dashboard": False,
-                      "logging_level": logging.ERROR, "log_to_driver": True},
+                      "logging_level": logging.ERROR, "log_to_driver": True,
+                      "_temp_dir": str(ray_dir)},
     }
 
 
@@ -111,11 +115,44 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _shutdown_ray() -> None:
+def new_ray_dir() -> Path:
+    """A new folder for this run's Ray session, under Ray's usual temporary root (``RAY_TMPDIR``
+    if set); short, because Ray's Unix sockets live in it."""
+    return Path(tempfile.mkdtemp(prefix="fedsim-ray-", dir=os.environ.get("RAY_TMPDIR")))
+
+
+def session_processes(ray_dir: Path) -> list:
+    """The processes of the Ray session under ``ray_dir`` (GCS, raylet, agents, monitors,
+    workers: each names a path inside it on its command line), as ``psutil.Process``es."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and any(str(ray_dir) in arg for arg in proc.info["cmdline"] or ()):
+                mine.append(proc)
+    return mine
+
+
+def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
+    """Shut Ray down and leave nothing of the run's session behind: ``ray.shutdown()`` (here or
+    already Flower's) stops the GCS and raylet and signals the rest, but an agent or worker that
+    does not exit must not outlive the run, so whatever is still alive ``grace_s`` later is
+    terminated (then killed); ``ray_dir`` is removed."""
+    import psutil
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
+    _, alive = psutil.wait_procs(session_processes(ray_dir), timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None) -> dict:
@@ -138,13 +175,14 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     stop = threading.Event()
     t0 = time.perf_counter()
     status, error = "completed", None
+    ray_dir = new_ray_dir()
     try:
         with _stop_on_sigint(stop):
             run_simulation(
                 server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop),
                 client_app=client_app,
                 num_supernodes=cfg.clients.num,
-                backend_config=backend_config(cfg),
+                backend_config=backend_config(cfg, ray_dir),
                 verbose_logging=verbose,
             )
     except KeyboardInterrupt:
@@ -158,11 +196,11 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
         raise
     finally:
         # However it ended, nothing of the run may outlive it: the ServerApp thread (which
-        # would otherwise wait for replies that never come) and Ray.
+        # would otherwise wait for replies that never come), Ray's processes and its folder.
         stop.set()
         if "thread" in result and result["thread"] is not threading.current_thread():
             result["thread"].join()
-        _shutdown_ray()
+        end_ray(ray_dir)
         summary = finish(run_dir, cfg, initial=result.get("initial"),
                          wall_s=time.perf_counter() - t0, status=status, error=error)
     if summary["status"] == "completed":
@@ -174,6 +212,32 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
 def load(path: str | Path | None, overrides=()) -> Config:
     """A config for ``fedsim run`` on this machine: validated, registry checks, resources."""
     return load_config(path, overrides, [*config_checks(), check_resources])
+
+
+def outline(cfg: Config) -> str:
+    """One line saying what ``cfg`` runs: name, rounds, clients, rule and attack."""
+    params = ", ".join(f"{k}={v}" for k, v in cfg.strategy.params.items())
+    rule = f"{cfg.strategy.name}({params})" if params else cfg.strategy.name
+    a = cfg.attack
+    pieces = [f"{a.data.trigger.name} {a.data.mode}"] if a.data.enabled else []
+    pieces += [a.update.name] if a.update.name != "none" else []
+    pieces += [f"pgd_eps={a.update.pgd_eps}"] if a.update.pgd_eps is not None else []
+    pieces += [a.byzantine.name] if a.byzantine.name != "none" else []
+    attack = f"{' + '.join(pieces) or 'none'} by clients {cfg.malicious}" if cfg.malicious else "off"
+    return (f"{cfg.name}, {cfg.rounds} rounds, {cfg.clients.num} clients, rule {rule}, "
+            f"attack {attack}")
+
+
+def main_validate(config: str, overrides: list[str]) -> int:
+    """``fedsim validate``: every problem of the config at once (exit 2), or one line saying
+    what it would run (exit 0); nothing is started."""
+    try:
+        cfg = load(config, overrides)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    print(f"ok: {outline(cfg)}")
+    return 0
 
 
 def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) -> int:

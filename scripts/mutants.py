@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     total = len(status)
     killed = sum(1 for s in status.values() if s in DETECTED)
     print(f"{'all':45s} {total:8d} {killed:8d} {killed / total:7.1%}")
+    print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(status.values()).items())))
     survivors = sorted(n for n, s in status.items() if s not in DETECTED)
     known = explained()
     print(f"\n{len(survivors)} survivors ({len(set(survivors) & known)} explained as equivalent "

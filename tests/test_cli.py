@@ -96,3 +96,83 @@ def test_flwr_run_refuses_a_non_empty_out(tmp_path, monkeypatch):
         app._flwr_run_main(None, context)
     assert (out / "rounds.jsonl").read_text() == '{"round": 1}\n'
     assert not (out / "config.toml").exists()
+
+
+@pytest.fixture
+def no_ray(monkeypatch, no_start):
+    """Neither a run nor Ray itself may start."""
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+
+
+def test_validate_reports_every_problem_at_once(capsys, no_ray):
+    argv = ["validate", QUICKSTART, "--set", "strategy.params={bogus=1}",
+            "--set", "attack.data.trigger.params={size=0}", "--set", "resources.client_cpus=64",
+            "--set", "resources.total_cpus=2"]
+    assert main(argv) == 2
+    problems = capsys.readouterr().err.splitlines()
+    assert problems[0] == "fedsim: invalid config:" and len(problems) == 4, problems
+    assert "strategy.params.bogus: fedavg has no parameter 'bogus'; allowed: none" in problems[1]
+    assert problems[2].startswith("  attack.data.trigger: badnet size=0")
+    assert problems[3].startswith("  resources.client_cpus=64.0 exceeds the 2 CPUs") and "allowed" in problems[3]
+
+
+def test_validate_lists_every_field_error(capsys, no_ray):
+    assert main(["validate", QUICKSTART, "--set", "rounds=0", "--set", "clients.lr=-1", "--set", "bogus=2"]) == 2
+    problems = capsys.readouterr().err.splitlines()[1:]
+    assert [p.split("=")[0].split(":")[0].strip() for p in problems] == ["rounds", "clients.lr", "bogus"]
+
+
+def test_validate_a_good_config_exits_0_with_one_line(capsys, no_ray):
+    assert main(["validate", QUICKSTART, "--set", "strategy.name='krum'", "--set", "strategy.params={f=2}",
+                 "--set", "attack.update.name='model_replacement'", "--set", "attack.update.params={gamma=5}"]) == 0
+    out = capsys.readouterr().out
+    assert out == ("ok: quickstart, 10 rounds, 10 clients, rule krum(f=2), "
+                   "attack badnet poison + model_replacement by clients [0, 1]\n"), out
+
+
+def test_list_shows_every_registered_name(capsys):
+    import typing
+
+    from clients.attacks import BYZANTINE, SCHEDULES, TRIGGERS
+    from fedsim.config import DataAttackConfig, UpdateAttackConfig
+    from fedsim.data import DATASETS
+    from fedsim.models import TINY_MODELS
+    from strategies import RULES
+
+    assert main(["list"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and line[2] != " "}
+    literals = {*typing.get_args(DataAttackConfig.model_fields["mode"].annotation),
+                *typing.get_args(UpdateAttackConfig.model_fields["name"].annotation)} - {"none"}
+    expected = {*RULES, *TRIGGERS, "badclip", *BYZANTINE, *SCHEDULES, *DATASETS, "shapes", *TINY_MODELS,
+                *literals, "pgd_eps"}
+    assert expected <= listed, expected - listed
+
+
+def test_list_reads_the_registries(capsys, monkeypatch):
+    from strategies import RULES
+
+    def fake_rule(updates, *, weights=None):
+        """Fake rule (Nobody et al., "A Rule Nobody Wrote", NeurIPS 2099): keeps everything."""
+
+    monkeypatch.setitem(RULES, "fake_rule", fake_rule)
+    assert main(["list", "rules"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rules: strategy.name\n") and "triggers:" not in out
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["fake_rule"])
+    assert line.split(None, 1)[1].startswith('Fake rule (Nobody et al., "A Rule Nobody Wrote"')
+
+
+def test_list_line_is_the_sentence_that_cites_the_paper():
+    from clients.attacks import BYZANTINE, poison
+    from fedsim.catalog import summary
+    from strategies import RULES
+
+    # fedavg's function docstring cites nothing: its module's does
+    assert summary(RULES["fedavg"]) == ('FedAvg (McMahan et al., "Communication-Efficient Learning of Deep '
+                                        'Networks from Decentralized Data", AISTATS 2017)')
+    assert summary(BYZANTINE["fang"]).startswith('Fang et al. ("Local Model Poisoning Attacks')
+    # the paper is in poison's second paragraph; "Name (paper): details" is cut after the paper
+    assert summary(poison) == ('Patch + target caption (Carlini & Terzis, "Poisoning and Backdooring '
+                               'Contrastive Learning", ICLR 2022)')

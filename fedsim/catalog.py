@@ -1,0 +1,165 @@
+"""``fedsim list``: every name a config may use, read from the registries themselves, with the
+first sentence of its docstring that cites a paper (or of its module's). A new registry entry
+shows up here without any change to this file."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+import textwrap
+import typing
+from collections.abc import Callable
+
+# A paragraph that cites a paper names its year.
+_YEAR = re.compile(r"\b(19|20)\d\d\b")
+_ABBREVIATION = re.compile(r"\b(al|e\.g|i\.e|cf|vs)\.$")
+_WIDTH = 100
+_NAME_WIDTH = 20
+
+
+def _plain(text: str) -> str:
+    """``text`` on one line, reST markup (``x``, :func:`x`) removed."""
+    return re.sub(r":\w+:`([^`]*)`", r"\1", " ".join(text.split())).replace("``", "")
+
+
+def _paragraphs(obj) -> list[str]:
+    return [_plain(p) for p in (inspect.getdoc(obj) or "").split("\n\n") if p.strip()]
+
+
+def _sentences(text: str) -> list[str]:
+    """``text`` split after each full stop outside brackets and quotes (so that "et al., 2017",
+    "e.g." or a quoted title does not end a sentence)."""
+    out, depth, quoted, start = [], 0, False, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(ch, 0)
+        quoted ^= ch == '"'
+        end = i + 1 == len(text) or text[i + 1] == " "
+        if ch == "." and end and depth == 0 and not quoted and not _ABBREVIATION.search(text[:i + 1]):
+            out.append(text[start:i].strip())
+            start = i + 1
+    return [*out, text[start:].strip()] if text[start:].strip() else out
+
+
+def summary(obj) -> str:
+    """One line for a registry entry: the first paragraph that cites a paper, looking at its
+    docstring's first paragraph, its module docstring's first, then its docstring's others
+    (else its docstring's first); up to the sentence that names the paper, and a long
+    "Name (paper): details" cut after the paper."""
+    own = _paragraphs(obj) or [""]
+    module = _paragraphs(sys.modules.get(getattr(obj, "__module__", ""))) or [""]
+    text = next((p for p in (own[0], module[0], *own[1:]) if _YEAR.search(p)), own[0] or module[0])
+    sentences = _sentences(text)
+    cited = next((i for i, sentence in enumerate(sentences) if _YEAR.search(sentence)), 0)
+    line = ". ".join(sentences[:cited + 1])
+    if len(line) > _WIDTH:
+        depth = 0
+        for i, ch in enumerate(line):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if ch == ":" and depth == 0 and _YEAR.search(line[:i]):
+                return line[:i]
+    return line.rstrip(":")
+
+
+def _literal(model, field: str) -> tuple[str, ...]:
+    """The names a config field's ``Literal`` allows."""
+    return typing.get_args(model.model_fields[field].annotation)
+
+
+def datasets() -> dict[str, dict[str, str]]:
+    from fedsim.data import DATASETS, shapes
+
+    return {
+        "generated (data.name)": {"shapes": summary(shapes)},
+        "real image–caption data (fedsim.data.DATASETS)": {k: summary(v) for k, v in DATASETS.items()},
+    }
+
+
+def models() -> dict[str, dict[str, str]]:
+    import open_clip
+
+    from fedsim.models import MODEL_CONFIG_DIR, TINY_MODELS
+
+    def tiny(name: str) -> str:
+        v = json.loads((MODEL_CONFIG_DIR / f"{name}.json").read_text())["vision_cfg"]
+        tower = (f"ResNet layers {tuple(v['layers'])}" if isinstance(v["layers"], list)
+                 else f"ViT {v['layers']} layers, patch {v['patch_size']}")
+        return f"tiny CLIP, image tower {tower}, width {v['width']}, {v['image_size']}×{v['image_size']} input"
+
+    others = [m for m in open_clip.list_models() if m not in TINY_MODELS]
+    return {"model.name": {
+        **{m: tiny(m) for m in TINY_MODELS},
+        "<open_clip name>": f"any of the {len(others)} other architectures of open_clip.list_models(), "
+                            "randomly initialised: no weights are downloaded",
+    }}
+
+
+def rules() -> dict[str, dict[str, str]]:
+    from strategies import RULES
+
+    return {"strategy.name": {k: summary(v) for k, v in RULES.items()}}
+
+
+def triggers() -> dict[str, dict[str, str]]:
+    from clients.attacks import TRIGGERS, badclip_optimize_patch
+
+    return {"attack.data.trigger.name": {
+        **{k: summary(v) for k, v in TRIGGERS.items()},
+        "badclip": summary(badclip_optimize_patch),  # learned before the run, not a TRIGGERS entry
+    }}
+
+
+def attacks() -> dict[str, dict[str, str]]:
+    from clients.attacks import (
+        BYZANTINE,
+        SCHEDULES,
+        badencoder_finetune,
+        make_schedule,
+        model_replacement,
+        neurotoxin_mask,
+        norm_bound,
+        poison,
+    )
+    from fedsim.config import DataAttackConfig, UpdateAttackConfig
+
+    # Data-attack modes and update attacks are named by config Literals, not registries: the
+    # function each name runs carries its paper.
+    modes = {"poison": poison, "badencoder": badencoder_finetune}
+    updates = {"model_replacement": model_replacement, "norm_bound": norm_bound, "neurotoxin": neurotoxin_mask}
+    kinds = dict(re.findall(r'^- "(\w+)": (.*)$', inspect.getdoc(make_schedule), re.MULTILINE))
+    pgd = UpdateAttackConfig.model_fields["pgd_eps"].description
+    return {
+        "attack.data.mode": {m: summary(modes[m]) for m in _literal(DataAttackConfig, "mode")},
+        "attack.update.name": {
+            **{u: summary(updates[u]) for u in _literal(UpdateAttackConfig, "name") if u != "none"},
+            "pgd_eps": pgd,
+        },
+        "attack.byzantine.name": {k: summary(v) for k, v in BYZANTINE.items()},
+        "attack.schedule.kind": {k: _plain(kinds.get(k, "")).rstrip(";.") for k in SCHEDULES},
+    }
+
+
+FAMILIES: dict[str, Callable[[], dict[str, dict[str, str]]]] = {
+    "datasets": datasets,
+    "models": models,
+    "rules": rules,
+    "triggers": triggers,
+    "attacks": attacks,
+}
+
+
+def catalog(what: str = "all") -> str:
+    """The listing of one family of ``FAMILIES`` (or of all): per config key, one entry per
+    name, wrapped to fit a terminal."""
+    families = list(FAMILIES) if what == "all" else [what]
+    out = []
+    for family in families:
+        for key, entries in FAMILIES[family]().items():
+            out.append(f"{family}: {key}")
+            for name, text in entries.items():
+                lead = f"  {name:<{_NAME_WIDTH}} "
+                out.append(textwrap.fill(text or "-", _WIDTH, initial_indent=lead,
+                                         subsequent_indent=" " * len(lead)))
+            out.append("")
+    return "\n".join(out)
