@@ -382,18 +382,18 @@ def test_every_rule_declares_the_inputs_its_signature_takes():
         assert inputs_of(rule) == keywords, name
 
 def test_fltrust_root_update_trains_at_the_rounds_learning_rate(monkeypatch):
-    from fedsim import app
+    from fedsim.app import build
     from fedsim.config import load_config
     from fedsim.models import create_model_and_transforms
     from fedsim.records import float_state
 
     lrs = []
-    monkeypatch.setattr(app, "train_epochs", lambda *a, lr, **k: lrs.append(lr))
+    monkeypatch.setattr(build, "train_epochs", lambda *a, lr, **k: lrs.append(lr))
     cfg = load_config(None, ["rounds=5", "clients.lr_schedule='cosine'", "data.root_size=4"])
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)
-    fn = app.root_update_fn(cfg, model, preprocess, tokenizer)
+    fn = build.root_update_fn(cfg, model, preprocess, tokenizer)
     arrays = {k: v.numpy() for k, v in float_state(model).items()}
     fn(arrays, 1)
     fn(arrays, 5)
-    assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(app.round_lr(cfg, 5))]
-    assert app.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)
+    assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(build.round_lr(cfg, 5))]
+    assert build.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)
