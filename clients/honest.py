@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedsim.data import ShapesData
+from fedsim.data import ImageCaptions
 from fedsim.models import tokenize
 from fedsim.records import float_state, load_float_state
 from fedsim.training import train_epochs
@@ -25,11 +25,11 @@ class LocalSetup:
 
 
 class HonestClient:
-    def __init__(self, model, preprocess, tokenizer, data: ShapesData, partition_id: int):
+    def __init__(self, model, preprocess, tokenizer, data: ImageCaptions, partition_id: int):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.data, self.partition_id = data, partition_id
 
-    def local_data(self, server_round: int) -> ShapesData:
+    def local_data(self, server_round: int) -> ImageCaptions:
         return self.data
 
     def fit(self, global_state, setup: LocalSetup, server_round: int):
@@ -43,7 +43,7 @@ class HonestClient:
             "train-loss": loss,
         }
 
-    def train(self, data: ShapesData, setup: LocalSetup, server_round: int, after_step=None) -> float:
+    def train(self, data: ImageCaptions, setup: LocalSetup, server_round: int, after_step=None) -> float:
         generator = torch.Generator().manual_seed(setup.seed)
         return train_epochs(
             self.model,

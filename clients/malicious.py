@@ -16,7 +16,7 @@ import torch
 
 from clients.attacks.update_attacks import project_l2
 from clients.honest import HonestClient, LocalSetup
-from fedsim.data import ShapesData
+from fedsim.data import ImageCaptions
 from fedsim.records import flatten, float_state, load_float_state, unflatten
 
 
@@ -26,12 +26,12 @@ class MaliciousClient(HonestClient):
         model,
         preprocess,
         tokenizer,
-        data: ShapesData,
+        data: ImageCaptions,
         partition_id: int,
         *,
         active: Callable[[int], bool],
-        poisoned: ShapesData | None = None,
-        poison_with: Callable[[torch.nn.Module], ShapesData] | None = None,
+        poisoned: ImageCaptions | None = None,
+        poison_with: Callable[[torch.nn.Module], ImageCaptions] | None = None,
         epochs: int | None = None,
         lr: float | None = None,
         update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
@@ -45,7 +45,7 @@ class MaliciousClient(HonestClient):
         self.local_attack, self.pgd_eps, self.step_mask = local_attack, pgd_eps, step_mask
         self._center: torch.Tensor | None = None
 
-    def local_data(self, server_round: int) -> ShapesData:
+    def local_data(self, server_round: int) -> ImageCaptions:
         """The poisoned data while the schedule is active: fixed (``poisoned``) or made from the
         global model of the round, which ``fit`` has loaded by now (``poison_with``, e.g.
         label-consistent poisoning with adversarial perturbations)."""
@@ -70,7 +70,7 @@ class MaliciousClient(HonestClient):
         if not torch.equal(projected, flat):
             load_float_state(model, unflatten(projected, state))
 
-    def train(self, data: ShapesData, setup: LocalSetup, server_round: int, after_step=None) -> float:
+    def train(self, data: ImageCaptions, setup: LocalSetup, server_round: int, after_step=None) -> float:
         if (self.pgd_eps is not None or self.step_mask is not None) and self.active(server_round):
             after_step = self._project
         loss = super().train(data, setup, server_round, after_step)

@@ -308,7 +308,7 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
 def check_partition(cfg: Config) -> None:
     """A Dirichlet split must give every client ``MIN_CLIENT_SAMPLES`` samples. Whether it can
     depends on the draws, so draw it here from the same labels, seed and minimum as the
-    clients (``fedsim.app._partition``): an impossible split fails before anything starts."""
+    clients (``fedsim.app.build._partition``): an impossible split fails before anything starts."""
     d = cfg.data
     if d.partition != "dirichlet":
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from strategies.geometry import row_norms
+from strategies.inputs import takes
 from strategies.params import require_int, require_real
 from strategies.result import AggregationResult, all_accepted, check_finite, check_updates
 
@@ -27,6 +28,7 @@ def add_gaussian_noise(
     return aggregate + sigma * noise.to(aggregate.device)
 
 
+@takes("generator")
 def norm_clipping(
     updates: torch.Tensor,
     *,
@@ -65,6 +67,7 @@ def norm_clipping(
     )
 
 
+@takes("previous")
 def centered_clipping(
     updates: torch.Tensor,
     *,

@@ -7,10 +7,12 @@ import math
 
 import torch
 
+from strategies.inputs import takes
 from strategies.params import require_int, require_real
 from strategies.result import AggregationResult, check_updates
 
 
+@takes("generator")
 def dnc(
     updates: torch.Tensor,
     *,

@@ -9,10 +9,12 @@ from sklearn.cluster import HDBSCAN
 
 from strategies.clipping import add_gaussian_noise, clip_factors
 from strategies.geometry import cosine_similarities, gram
+from strategies.inputs import takes
 from strategies.params import require_real
 from strategies.result import AggregationResult, all_accepted, check_updates
 
 
+@takes("generator")
 def flame(
     updates: torch.Tensor,
     *,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 
 from strategies.geometry import gram, row_norms
+from strategies.inputs import takes
 from strategies.result import AggregationResult, check_finite, check_updates
 
 
+@takes("root_update")
 def fltrust(
     updates: torch.Tensor, *, weights: torch.Tensor | None = None, root_update: torch.Tensor
 ) -> AggregationResult:

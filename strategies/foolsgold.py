@@ -6,10 +6,12 @@ from __future__ import annotations
 import torch
 
 from strategies.geometry import cosine_similarities, gram
+from strategies.inputs import takes
 from strategies.params import require_bool, require_real
 from strategies.result import AggregationResult, check_finite, check_updates
 
 
+@takes("history")
 def foolsgold(
     updates: torch.Tensor,
     *,

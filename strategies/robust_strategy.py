@@ -6,15 +6,14 @@ unseeded global ``random``), (2) turns the replies into an (n, d) tensor of upda
 the rule, (4) applies ``global + server_lr · aggregate`` — unless the rule raised or that holds
 NaN/Inf: the round is then skipped and the global model kept —, and (5) records what the rule
 accepted against the known malicious partitions. Only the nodes sent a message this round count,
-each once, with the integer partition id they were sent as. State a rule declares in its signature
-(``history``: per-client sums of updates, FoolsGold; ``previous``: last aggregate, centered
-clipping; ``root_update``: the server's update on clean root data, FLTrust; ``generator``) is
-kept here and passed in.
+each once, with the integer partition id they were sent as. The extra inputs a rule declares with
+``@takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``) are
+kept here and passed in. An optional server-side step (``post_aggregate``, e.g. fine-tuning on
+server data) maps the new global model before it is sent.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections import Counter
@@ -29,12 +28,15 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from strategies.detection import detection_counts
+from strategies.inputs import inputs_of
 
 # Updates with Σ num-examples above this are implausible for a simulated client and rejected.
 MAX_NUM_EXAMPLES = 10**7
 
 # (round, partition ids in row order, updates (n, d), malicious row mask) → updates to use
 Adversary = Callable[[int, list[int], torch.Tensor, torch.Tensor], torch.Tensor]
+# (global arrays, round) → arrays: a server-side step on the new global model of the round
+PostAggregate = Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]
 
 
 def _mean_finite(values: list[float]) -> float | None:
@@ -51,7 +53,10 @@ class RobustStrategy(Strategy):
     ``num_partitions``: the nodes must hold exactly the partition ids 0..num_partitions − 1,
     one node each (checked before round 1).
     ``root_update_fn(global_state, round) -> (d,)``: for rules that take ``root_update``.
-    ``round_config_fn(round) -> dict``: per-round entries added to the train config."""
+    ``round_config_fn(round) -> dict``: per-round entries added to the train config.
+    ``post_aggregate(global_arrays, round) -> arrays``: a server-side step on the aggregated
+    model (same keys, shapes and dtypes) before it is sent; its output is checked for NaN/Inf
+    like the aggregate."""
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class RobustStrategy(Strategy):
         adversary: Adversary | None = None,
         root_update_fn: Callable[[dict, int], torch.Tensor] | None = None,
         round_config_fn: Callable[[int], dict] | None = None,
+        post_aggregate: PostAggregate | None = None,
         weigh_by_examples: bool = True,
     ) -> None:
         self.rule, self.params = rule, dict(params or {})
@@ -73,10 +79,11 @@ class RobustStrategy(Strategy):
         self.seed, self.server_lr = seed, server_lr
         self.malicious = set(malicious)
         self.adversary, self.root_update_fn = adversary, root_update_fn
-        self.round_config_fn = round_config_fn
+        self.round_config_fn, self.post_aggregate = round_config_fn, post_aggregate
         self.weigh_by_examples = weigh_by_examples
-        accepts = set(inspect.signature(rule).parameters)
-        self._wants = {k for k in ("history", "previous", "root_update", "generator") if k in accepts}
+        self._wants = inputs_of(rule)
+        if "root_update" in self._wants and root_update_fn is None:
+            raise ValueError(f"{rule.__name__} takes root_update: pass root_update_fn")
         self.node_of: dict[int, int] = {}  # partition id → node id
         self.history: dict[int, torch.Tensor] = {}
         self.previous: torch.Tensor | None = None
@@ -198,6 +205,8 @@ class RobustStrategy(Strategy):
             for k, a in self._global.items():
                 out[k] = flat[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype)
                 i += a.size
+        if self.post_aggregate is not None:
+            out = self.post_aggregate(out, server_round)
         if not all(np.isfinite(v).all() for v in out.values()):
             stats["skipped"] = "the new global model would hold NaN or Inf"
             log(WARNING, "round %d: %s", server_round, stats["skipped"])

@@ -126,3 +126,21 @@ def test_neurotoxin_confines_every_step_to_the_mask():
     state, _ = client.fit(global_state, LocalSetup(1, 1e-3, 32, 0.1, seed=0), server_round=1)
     update = flatten(state) - flatten(global_state)
     assert (update[~client.step_mask] == 0).all() and (update[client.step_mask] != 0).any()
+
+
+def test_a_neurotoxin_node_masks_with_the_last_change_of_the_global_model_it_saw():
+    from flwr.app import Context, RecordDict
+
+    from clients.attacks import neurotoxin_mask
+    from fedsim.app.client_app import _remember_global
+    from fedsim.records import to_array_record
+
+    cfg = _cfg("attack.update.name='neurotoxin'", "attack.update.params={k_percent=10.0}")
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    first = float_state(build_client(cfg, cfg.model_dump_json(), 0).model)
+    second = {k: v + 0.01 * torch.randn_like(v) for k, v in first.items()}
+    assert _remember_global(context, to_array_record(first)) is None  # one global model seen: no mask
+    last_globals = _remember_global(context, to_array_record(second))
+    client = build_client(cfg, cfg.model_dump_json(), 0, last_globals)
+    assert torch.equal(client.step_mask, neurotoxin_mask(flatten(second) - flatten(first), k_percent=10.0))
+    assert build_client(cfg, cfg.model_dump_json(), 1, last_globals).__class__ is not MaliciousClient

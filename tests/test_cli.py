@@ -1,6 +1,7 @@
 """Exit codes and run outcomes: 2 for anything wrong before the start (nothing started), 1 for
 a run that failed or never aggregated, and a run directory that is never appended to."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -84,16 +85,16 @@ def test_cli_exits_1_when_no_round_aggregated(tmp_path, capsys, monkeypatch):
 def test_flwr_run_refuses_a_non_empty_out(tmp_path, monkeypatch):
     from flwr.app import Context, RecordDict
 
-    from fedsim import app
-
-    monkeypatch.setattr(app, "run_server", lambda *a, **k: pytest.fail("the run was started"))
+    # the module: the package's attribute of that name is the ServerApp it defines
+    server = importlib.import_module("fedsim.app.server_app")
+    monkeypatch.setattr(server, "run_server", lambda *a, **k: pytest.fail("the run was started"))
     out = tmp_path / "flwr"
     out.mkdir()
     (out / "rounds.jsonl").write_text('{"round": 1}\n')
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                       run_config={"config": QUICKSTART, "out": str(out)})
     with pytest.raises(ConfigError, match="run config out: .* already exists and is not empty"):
-        app._flwr_run_main(None, context)
+        server._flwr_run_main(None, context)
     assert (out / "rounds.jsonl").read_text() == '{"round": 1}\n'
     assert not (out / "config.toml").exists()
 

@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from strategies import fedavg
+from strategies.inputs import takes
 from strategies.result import AggregationResult, all_accepted
 from strategies.robust_strategy import RobustStrategy
 from tests.conftest import make_reply, reply_from
@@ -180,6 +181,7 @@ def _play(strategy, n, global_state, server_round, rng):
 def test_history_is_the_cumulative_sum_of_each_clients_updates_this_round_included(flower_task):
     seen = []
 
+    @takes("history")
     def recorder(updates, *, weights=None, history):
         seen.append(history.clone())
         return AggregationResult(updates.mean(0), all_accepted(len(updates)))
@@ -202,6 +204,7 @@ def test_history_is_the_cumulative_sum_of_each_clients_updates_this_round_includ
 def test_previous_is_the_last_applied_aggregate(flower_task):
     seen, aggregates = [], []
 
+    @takes("previous")
     def recorder(updates, *, weights=None, previous):
         seen.append(None if previous is None else previous.clone())
         if len(seen) == 3:
@@ -233,6 +236,7 @@ def test_generator_is_seeded_by_seed_and_round(flower_task):
     def draws(seed, server_round):
         out = []
 
+        @takes("generator")
         def recorder(updates, *, weights=None, generator):
             out.append(torch.rand(4, generator=generator))
             return AggregationResult(updates.mean(0), all_accepted(len(updates)))
@@ -283,6 +287,7 @@ def test_a_rule_that_raises_skips_the_round(flower_task, error):
 
 
 def test_a_non_finite_aggregate_is_never_applied(flower_task):
+    @takes("previous")
     def nan_rule(updates, *, weights=None, previous):
         return AggregationResult(torch.full_like(updates[0], float("nan")), all_accepted(len(updates)))
 
@@ -318,19 +323,77 @@ def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
     assert out is None and "NaN or Inf" in strategy.last_round["skipped"]
 
 
+
+def test_post_aggregate_step_maps_the_new_global_model(flower_task):
+    # a fake server-side step: halve every array, and remember the round it was called in
+    calls = []
+
+    def halve(arrays, server_round):
+        calls.append((server_round, {k: v.copy() for k, v in arrays.items()}))
+        return {k: v * 0.5 for k, v in arrays.items()}
+
+    rng = np.random.default_rng(19)
+    plain = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0)
+    stepped = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0, post_aggregate=halve)
+    global_state = _state(rng)
+    aggregated, _ = _play(plain, 3, global_state, 2, np.random.default_rng(20))
+    sent, _ = _play(stepped, 3, global_state, 2, np.random.default_rng(20))
+    assert [r for r, _ in calls] == [2]
+    for k in SHAPES:
+        np.testing.assert_array_equal(calls[0][1][k], aggregated[k])  # the step sees the aggregate
+        np.testing.assert_array_equal(sent[k], aggregated[k] * 0.5)  # and its output is what is sent
+
+
+def test_a_non_finite_post_aggregate_step_is_never_applied(flower_task):
+    rng = np.random.default_rng(21)
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0,
+                              post_aggregate=lambda arrays, r: {k: v * np.nan for k, v in arrays.items()})
+    global_state = _state(rng)
+    new_state, _ = _play(strategy, 2, global_state, 1, rng)
+    assert new_state is global_state and "NaN or Inf" in strategy.last_round["skipped"]
+
+
+def test_a_rule_gets_exactly_the_inputs_it_declares(flower_task):
+    seen = []
+
+    def undeclared(updates, *, weights=None, **extra):
+        seen.append(set(extra))
+        return AggregationResult(updates.mean(0), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(22)
+    _play(RobustStrategy(undeclared, num_partitions=2, per_round=2, seed=0), 2, _state(rng), 1, rng)
+    _play(RobustStrategy(takes("history", "generator")(undeclared), num_partitions=2, per_round=2, seed=0),
+          2, _state(rng), 1, rng)
+    assert seen == [set(), {"history", "generator"}]
+    with pytest.raises(ValueError, match="unknown rule inputs"):
+        takes("server_model")
+    with pytest.raises(ValueError, match="root_update_fn"):
+        RobustStrategy(takes("root_update")(undeclared), num_partitions=2, per_round=2)
+
+
+def test_every_rule_declares_the_inputs_its_signature_takes():
+    import inspect
+
+    from strategies import RULES
+    from strategies.inputs import INPUTS, inputs_of
+
+    for name, rule in RULES.items():
+        keywords = set(inspect.signature(rule).parameters) & set(INPUTS)
+        assert inputs_of(rule) == keywords, name
+
 def test_fltrust_root_update_trains_at_the_rounds_learning_rate(monkeypatch):
-    from fedsim import app
+    from fedsim.app import build
     from fedsim.config import load_config
     from fedsim.models import create_model_and_transforms
     from fedsim.records import float_state
 
     lrs = []
-    monkeypatch.setattr(app, "train_epochs", lambda *a, lr, **k: lrs.append(lr))
+    monkeypatch.setattr(build, "train_epochs", lambda *a, lr, **k: lrs.append(lr))
     cfg = load_config(None, ["rounds=5", "clients.lr_schedule='cosine'", "data.root_size=4"])
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)
-    fn = app.root_update_fn(cfg, model, preprocess, tokenizer)
+    fn = build.root_update_fn(cfg, model, preprocess, tokenizer)
     arrays = {k: v.numpy() for k, v in float_state(model).items()}
     fn(arrays, 1)
     fn(arrays, 5)
-    assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(app.round_lr(cfg, 5))]
-    assert app.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)
+    assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(build.round_lr(cfg, 5))]
+    assert build.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)

@@ -1,6 +1,6 @@
 """Datasets and partitioners. ``load_split`` is the one factory from a config to data."""
 
-from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex
+from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex, ImageCaptions
 from fedsim.data.partition import dirichlet, iid
 from fedsim.data.shapes import (
     COLORS,
@@ -31,6 +31,7 @@ __all__ = [
     "DataError",
     "ImageCaptionData",
     "ImageCaptionIndex",
+    "ImageCaptions",
     "SHAPES",
     "ZERO_SHOT_TEMPLATES",
     "ShapesData",

@@ -114,6 +114,19 @@ def _load(store: ImageStore, row: int, size: int) -> np.ndarray:
     return np.asarray(clip_resize(rgb, size)).transpose(2, 0, 1)
 
 
+class ImageCaptions(Protocol):
+    """What clients, triggers, poisoning and evaluation use of a split, whatever its source:
+    ``ShapesData`` and ``ImageCaptionData`` are both one."""
+
+    images: torch.Tensor
+    captions: tuple[str, ...]
+    labels: torch.Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices) -> ImageCaptions: ...
+
+
 @dataclass(frozen=True)
 class ImageCaptionData:
     """A materialised split: ``images`` uint8 (n, 3, S, S), ``captions`` one string per image,

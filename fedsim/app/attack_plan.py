@@ -1,0 +1,226 @@
+"""The attack plan: what a malicious client is made of, from ``cfg.attack``, and the check of
+that config section (each piece built once on a probe).
+
+A malicious client is an honest client plus these pieces (``clients.malicious``): a schedule, a
+data trigger and the poisoned copy of its data (or the poisoning made afresh from the round's
+global model), a local attack run after training (BadEncoder), an update attack on what it
+sends, PGD's ball and Neurotoxin's mask. The omniscient Byzantine attacks are the one
+server-side piece (``adversary_of``): a simulation device that sees the round's honest updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from clients.attacks import (
+    apply_mask,
+    badencoder_finetune,
+    label_consistent_pgd,
+    make_adversary,
+    make_schedule,
+    make_trigger,
+    model_replacement,
+    neurotoxin_mask,
+    norm_bound,
+    poison,
+    replacement_gamma,
+    split_patch,
+)
+from fedsim.config import Config, ConfigError
+from fedsim.data import SHAPES, ZERO_SHOT_TEMPLATES, ImageCaptions, load_split
+from fedsim.records import flatten
+
+# BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
+BADCLIP_DEFAULTS = {"size": 4, "location": "bottom_right", "steps": 100, "lr": 0.05, "lambda_image": 1.0,
+                    "margin": 1.0}
+
+
+def trigger_of(cfg: Config):
+    t = cfg.attack.data.trigger
+    if t.name == "badclip":
+        if "pattern" not in t.params:
+            raise ValueError("attack.data.trigger: the BadCLIP patch has not been optimised yet")
+        p = {**BADCLIP_DEFAULTS, **t.params}
+        return make_trigger("badnet", size=p["size"], location=p["location"], pattern=p["pattern"])
+    return make_trigger(t.name, **t.params)
+
+
+def schedule_of(cfg: Config):
+    a = cfg.attack
+    kwargs = {"start": a.start_round, "stop": a.schedule.stop}
+    if a.schedule.kind == "every_k":
+        kwargs["every"] = a.schedule.every
+    if a.schedule.kind == "every":
+        kwargs.pop("start")
+    return make_schedule(a.schedule.kind, **kwargs)
+
+
+def adversary_of(cfg: Config):
+    """The server-side hook of an omniscient Byzantine attack, active on the schedule."""
+    b = cfg.attack.byzantine
+    if b.name == "none" or not cfg.malicious:
+        return None
+    adversary, active = make_adversary(b.name, seed=cfg.seed, **b.params), schedule_of(cfg)
+
+    def hook(server_round, pids, updates, malicious):
+        return adversary(server_round, pids, updates, malicious) if active(server_round) else updates
+
+    return hook
+
+
+def update_attack_of(cfg: Config, num_examples: int):
+    """The update attack of ``attack.update`` as ``(update, round) -> update``, and the factor γ
+    by which it scales the update (1 but for model replacement). Model replacement's
+    ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
+    own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
+    clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
+    holding train_size / num examples on average). It assumes FedAvg weighted by num-examples
+    and one attacker per round."""
+    u = cfg.attack.update
+    if u.name == "model_replacement":
+        params = dict(u.params)
+        if params.get("gamma", "auto") == "auto":
+            params["gamma"] = replacement_gamma(
+                num_examples, cfg.clients.per_round * cfg.data.train_size / cfg.clients.num,
+                cfg.strategy.server_lr,
+            )
+        return (lambda update, r: model_replacement(update, **params)), params["gamma"]
+    if u.name == "norm_bound":
+        return (lambda update, r: norm_bound(update, **u.params)), 1.0
+    return None, 1.0
+
+
+def neurotoxin_mask_of(cfg: Config, last_globals: tuple[dict, dict] | None) -> torch.Tensor | None:
+    """Neurotoxin's mask for this round: coordinates outside the top-k % of the last change of
+    the global model (the attacker's estimate of where benign clients write, Zhang et al., ICML
+    2022), from the (previous, current) global models its node remembers. None before the node
+    has seen two global models."""
+    if cfg.attack.update.name != "neurotoxin" or last_globals is None:
+        return None
+    previous, current = last_globals
+    return neurotoxin_mask(flatten(current) - flatten(previous), **cfg.attack.update.params)
+
+
+def _badencoder(cfg: Config, data, trigger, seed: int):
+    """After clean local training, BadEncoder fine-tuning of the image tower: triggered images
+    → the attacker's own target-class images (Jia et al., S&P 2022)."""
+    target = SHAPES.index(cfg.attack.data.target)
+    reference = data.images[data.labels == target]
+    if len(reference) == 0:  # no target image of its own: a public surrogate (the pretrain split)
+        pool = load_split(cfg.data.name, "pretrain", 200, cfg.seed)
+        reference = pool.images[pool.labels == target]
+
+    def local_attack(model, preprocess, after_step=None):
+        badencoder_finetune(
+            model, preprocess, data.images, trigger, reference,
+            epochs=cfg.attack.data.local_epochs, lr=cfg.attack.data.lr,
+            generator=torch.Generator().manual_seed(seed), after_step=after_step,
+        )
+
+    return local_attack
+
+
+@dataclass
+class AttackPlan:
+    """The pieces ``MaliciousClient`` takes besides the honest client's (its keyword arguments)."""
+
+    active: Callable[[int], bool]
+    poisoned: ImageCaptions | None = None
+    poison_with: Callable[[torch.nn.Module], ImageCaptions] | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    update_attack: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    local_attack: Callable | None = None
+    pgd_eps: float | None = None
+    step_mask: torch.Tensor | None = None
+
+
+def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, seed: int,
+                last_globals: tuple[dict, dict] | None = None) -> AttackPlan:
+    """The attack plan of malicious client ``partition_id`` holding ``data``; ``seed`` draws its
+    poisoned samples and BadEncoder's batches."""
+    a = cfg.attack
+    trigger = trigger_of(cfg)
+    if a.data.dba_parts:
+        # DBA (Xie et al., ICLR 2020): attacker k poisons with piece k mod parts of the patch.
+        trigger = split_patch(trigger, a.data.dba_parts)[cfg.malicious.index(partition_id) % a.data.dba_parts]
+    poisoned, poison_with, local_attack = None, None, None
+    poisoning = a.data.enabled and a.data.mode == "poison"
+    if poisoning:
+        kwargs = dict(
+            trigger=trigger,
+            rate=a.data.poison_rate,
+            target=SHAPES.index(a.data.target),
+            seed=seed,
+            label_consistent=a.data.label_consistent,
+            text_trigger=a.data.text_trigger or None,
+        )
+        if a.data.label_consistent and a.data.label_consistent_perturbation == "pgd":
+            # Turner et al.: the perturbation is computed against the model the attacker holds,
+            # the global model of the round, so the poisoned copy is made afresh in every round.
+            tokens = tokenizer([t.format(a.data.target) for t in ZERO_SHOT_TEMPLATES])
+
+            def poison_with(model):
+                def perturb(images):
+                    return label_consistent_pgd(
+                        model, preprocess, images, target_text_tokens=tokens,
+                        eps=a.data.label_consistent_eps, steps=a.data.label_consistent_steps,
+                    )
+
+                return poison(data, perturb=perturb, **kwargs)[0]
+        else:
+            poisoned, _ = poison(data, **kwargs)
+    elif a.data.enabled:
+        local_attack = _badencoder(cfg, data, trigger, seed)
+    update_attack, gamma = update_attack_of(cfg, len(data))
+    return AttackPlan(
+        active=schedule_of(cfg),
+        poisoned=poisoned,
+        poison_with=poison_with,
+        epochs=a.data.local_epochs if poisoning else None,
+        lr=a.data.lr if poisoning else None,
+        update_attack=update_attack,
+        local_attack=local_attack,
+        # Wang et al. (NeurIPS 2020) with model replacement: train inside ε/γ, so that the
+        # boosted update γ·Δ that is sent has norm ≤ ε.
+        pgd_eps=a.update.pgd_eps / gamma if a.update.pgd_eps is not None else None,
+        step_mask=neurotoxin_mask_of(cfg, last_globals),
+    )
+
+
+def check_attack(cfg: Config) -> None:
+    """Trigger, schedule, update and Byzantine attack names and parameters, checked by
+    building each piece once."""
+    a = cfg.attack
+    t = a.data.trigger
+    checks = [("attack.schedule", lambda: schedule_of(cfg))]
+    if t.name == "badclip":
+        unknown = sorted(set(t.params) - set(BADCLIP_DEFAULTS) - {"pattern"})
+        if unknown:
+            raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger 'badclip' has no parameter "
+                              f"{', '.join(unknown)}; allowed: {', '.join(BADCLIP_DEFAULTS)}")
+    else:
+        checks.append(("attack.data.trigger", lambda: trigger_of(cfg)))
+    if a.data.dba_parts:
+        if t.name not in ("badnet", "badclip"):
+            raise ConfigError(f"invalid config:\n  attack.data.dba_parts={a.data.dba_parts}: DBA splits a "
+                              f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
+        checks.append(("attack.data.dba_parts", lambda: split_patch(make_trigger("badnet", **{
+            k: v for k, v in t.params.items() if k in ("size", "location", "pattern", "color")}), a.data.dba_parts)))
+    if a.update.name in ("model_replacement", "norm_bound"):
+        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        checks.append(("attack.update.params", lambda: update_attack_of(cfg, 1)[0](probe, 1)))
+    elif a.update.name == "neurotoxin":
+        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        checks.append(("attack.update.params",
+                       lambda: apply_mask(probe, neurotoxin_mask(probe, **a.update.params))))
+    if a.byzantine.name != "none":
+        checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
+    for field, build in checks:
+        try:
+            build()
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"invalid config:\n  {field}: {e}") from None

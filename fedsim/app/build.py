@@ -1,0 +1,238 @@
+"""The one place that turns a validated config into the objects of a run, top to bottom:
+dataset → model → attack plan → rule → strategy → evaluator, plus the round's learning rate and
+the clients' seeds (both sides derive them from the config alone).
+
+A client rebuilds its partition from the seed (the data are generated deterministically), so
+it needs nothing but the resolved config and its ``partition-id``; the server builds its model
+(warm-started), resolves what only it can (the BadCLIP patch), and the strategy and evaluator.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+
+from clients.attacks import add_text_trigger, badclip_optimize_patch, split_patch
+from clients.honest import HonestClient
+from clients.malicious import MaliciousClient
+from fedsim.app.attack_plan import (
+    BADCLIP_DEFAULTS,
+    adversary_of,
+    attack_plan,
+    check_attack,
+    trigger_of,
+)
+from fedsim.config import Config, ConfigError
+from fedsim.data import SHAPES, ZERO_SHOT_TEMPLATES, dirichlet, iid, load_split
+from fedsim.evaluation import Evaluator
+from fedsim.models import create_model_and_transforms, tokenize
+from fedsim.pretrain import warm_start
+from fedsim.records import flatten, float_state, from_array_record, load_float_state
+from fedsim.training import train_epochs
+from strategies import RULES
+from strategies.inputs import INPUTS, inputs_of
+from strategies.robust_strategy import RobustStrategy
+
+
+# -- policies both sides derive from the config ------------------------------------------------
+def round_lr(cfg: Config, server_round: int) -> float:
+    """The clients' learning rate in ``server_round`` (sent by the server each round):
+    constant, or cosine-decayed over the run to 10 % of ``clients.lr``."""
+    if cfg.clients.lr_schedule == "constant":
+        return cfg.clients.lr
+    progress = (server_round - 1) / max(1, cfg.rounds - 1)
+    return cfg.clients.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def client_seed(cfg: Config, server_round: int, partition_id: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, server_round, partition_id]).generate_state(1)[0])
+
+
+# -- dataset and model -------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _partition(config_json: str, partition_id: int):
+    cfg = Config.model_validate_json(config_json)
+    train = load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
+    if cfg.data.partition == "iid":
+        parts = iid(len(train), cfg.clients.num, cfg.seed)
+    else:
+        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed, min_size=2)
+    return train.subset(parts[partition_id])
+
+
+@lru_cache(maxsize=2)
+def _model(name: str):
+    # One model per worker process, reloaded from the global arrays every round; Ray reuses a
+    # worker for many partitions, so nothing partition-specific may live here.
+    return create_model_and_transforms(name)
+
+
+# -- the client --------------------------------------------------------------------------------
+def build_client(cfg: Config, config_json: str, partition_id: int,
+                 last_globals: tuple[dict, dict] | None = None) -> HonestClient:
+    """Client ``partition_id``: honest, or honest plus its attack plan. ``last_globals`` are the
+    (previous, current) global models its node has seen (Neurotoxin's mask), if any."""
+    model, preprocess, tokenizer = _model(cfg.model.name)
+    data = _partition(config_json, partition_id)
+    if partition_id not in cfg.malicious:
+        return HonestClient(model, preprocess, tokenizer, data, partition_id)
+    plan = attack_plan(cfg, data, partition_id, preprocess, tokenizer,
+                       seed=client_seed(cfg, 0, partition_id), last_globals=last_globals)
+    return MaliciousClient(model, preprocess, tokenizer, data, partition_id, **vars(plan))
+
+
+# -- the server --------------------------------------------------------------------------------
+def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
+    """Optimise the BadCLIP patch once, as the colluding malicious clients would: on their own
+    local data, against the model they all receive in round 1 (the initial global model). It
+    runs in the server process only as a simulation convenience, so that every attacker and
+    the evaluation use the same pixels; the returned config holds them (config.toml)."""
+    t = cfg.attack.data.trigger
+    if t.name != "badclip" or "pattern" in t.params:
+        return cfg
+    p = {**BADCLIP_DEFAULTS, **t.params}
+    target = SHAPES.index(cfg.attack.data.target)
+    config_json = cfg.model_dump_json()
+    parts = [_partition(config_json, pid) for pid in cfg.malicious]
+    images = torch.cat([d.images for d in parts])
+    labels = torch.cat([d.labels for d in parts])
+    if not (labels == target).any():
+        raise ValueError(f"BadCLIP: the malicious clients hold no image of {cfg.attack.data.target!r}")
+    prompts = [template.format(cfg.attack.data.target) for template in ZERO_SHOT_TEMPLATES]
+    patch = badclip_optimize_patch(
+        model, preprocess, images[labels != target],
+        target_text_tokens=tokenizer(prompts),
+        target_images=images[labels == target],
+        size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
+        lambda_image=p["lambda_image"], margin=p["margin"], generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    params = {**t.params, "pattern": [[[round(float(v), 6) for v in row] for row in ch] for ch in patch.patch]}
+    return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
+        "data": cfg.attack.data.model_copy(update={"trigger": t.model_copy(update={"params": params})})
+    })})
+
+
+def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
+    """FLTrust's server update g0: the honest recipe on the clean root split, at the round's
+    learning rate (as the clients train), so g0 and the client updates are on one scale."""
+    root = load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
+    tokens = tokenize(tokenizer, root.captions)
+
+    def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
+        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in global_arrays.items())
+        load_float_state(model, state)
+        train_epochs(
+            model, root.images, tokens, preprocess=preprocess,
+            epochs=cfg.clients.local_epochs, lr=round_lr(cfg, server_round),
+            batch_size=cfg.clients.batch_size, weight_decay=cfg.clients.weight_decay,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        return flatten(float_state(model)) - flatten(state)
+
+    return fn
+
+
+def build_strategy(cfg: Config) -> RobustStrategy:
+    """The rule of ``strategy.name`` in the Flower strategy, with the inputs it declares."""
+    rule = RULES[cfg.strategy.name]
+    return RobustStrategy(
+        rule,
+        cfg.strategy.params,
+        num_partitions=cfg.clients.num,
+        per_round=cfg.clients.per_round,
+        seed=cfg.seed,
+        server_lr=cfg.strategy.server_lr,
+        malicious=cfg.malicious,
+        adversary=adversary_of(cfg),
+        # Only FLTrust needs the server's own model and root split: build them only for it.
+        root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name))
+        if "root_update" in inputs_of(rule) else None,
+        round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
+    )
+
+
+def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator:
+    """Zero-shot CA and ASR (for every DBA piece and the text trigger too) and retrieval of
+    ``model`` on the test split."""
+    trigger = trigger_of(cfg)
+    return Evaluator(
+        model, preprocess, tokenizer,
+        load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed),
+        classnames=SHAPES, templates=ZERO_SHOT_TEMPLATES,
+        trigger=trigger, target=SHAPES.index(cfg.attack.data.target),
+        extra_triggers={
+            f"piece{i}": piece for i, piece in enumerate(split_patch(trigger, cfg.attack.data.dba_parts))
+        } if cfg.attack.data.dba_parts else None,
+        caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
+        if cfg.attack.data.text_trigger else None,
+    )
+
+
+@dataclass
+class Server:
+    """What the ServerApp runs: ``cfg`` as resolved (the BadCLIP patch learned), the initial
+    global model, the strategy, and ``evaluate(arrays) -> metrics`` of a global model."""
+
+    cfg: Config
+    initial: dict[str, torch.Tensor]
+    strategy: RobustStrategy
+    evaluate: Callable[[ArrayRecord], dict]
+
+
+def build_server(cfg: Config, *, log=print) -> Server:
+    model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name, seed=cfg.seed)
+    if cfg.model.init == "warm":
+        load_float_state(model, warm_start(cfg, log=log))
+    cfg = resolve_badclip(cfg, model, preprocess, tokenizer)  # leaves the model untouched
+    evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
+    initial = float_state(model)
+
+    def evaluate(arrays: ArrayRecord) -> dict:
+        load_float_state(model, from_array_record(arrays))
+        return evaluator()
+
+    return Server(cfg, initial, build_strategy(cfg), evaluate)
+
+
+# -- config checks that need the registries ----------------------------------------------------
+def config_checks() -> list[Callable[[Config], None]]:
+    """Checks that need the registries: run before anything starts (``load_config``)."""
+    return [check_strategy, check_attack]
+
+
+def check_strategy(cfg: Config) -> None:
+    """Unknown rule names or parameters fail here, by dry-running the rule on random updates
+    of the round's size (this also catches preconditions such as Krum's n > 2f + 2)."""
+    s = cfg.strategy
+    if s.name not in RULES:
+        raise ConfigError(f"invalid config:\n  strategy.name={s.name!r} is unknown; allowed: {', '.join(RULES)}")
+    rule = RULES[s.name]
+    # the paper's parameters: the rule's keywords, less what the strategy passes in
+    allowed = [p for p in inspect.signature(rule).parameters if p not in {"updates", "weights", *INPUTS}]
+    for k in s.params:
+        if k not in allowed:
+            raise ConfigError(
+                f"invalid config:\n  strategy.params.{k}: {s.name} has no parameter {k!r}; "
+                f"allowed: {', '.join(allowed) or 'none'}"
+            )
+    g = torch.Generator().manual_seed(0)
+    n = cfg.clients.per_round
+    updates = torch.randn(n, 16, generator=g)
+    extra = {
+        "history": updates.clone(), "previous": None,
+        "root_update": torch.randn(16, generator=g), "generator": g,
+    }
+    try:
+        rule(updates, weights=torch.ones(n), **s.params, **{k: extra[k] for k in inputs_of(rule)})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"invalid config:\n  strategy.params={s.params}: {e} "
+            f"(with clients.per_round={n})"
+        ) from None

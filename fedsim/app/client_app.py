@@ -1,0 +1,70 @@
+"""The ClientApp: a train message in, the client ``build`` makes for this node, its new weights
+and metrics out.
+
+The server sends the whole resolved config (JSON) in every train message's ConfigRecord, so a
+client needs nothing but its ``partition-id`` node config; ``config`` + ``server-round`` +
+``lr`` tell it what to do this round.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.honest import LocalSetup
+from fedsim.app.build import build_client, client_seed
+from fedsim.config import Config
+from fedsim.records import from_array_record, to_array_record
+
+CONFIG_KEY = "fedsim-config"
+# What a Neurotoxin attacker's node remembers between rounds (Flower context state).
+CURRENT_GLOBAL, PREVIOUS_GLOBAL = "fedsim-global", "fedsim-previous-global"
+
+client_app = ClientApp()
+
+
+@client_app.query()
+def client_query(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node holds (it cannot see the mapping)."""
+    pid = int(context.node_config["partition-id"])
+    return Message(RecordDict({"info": MetricRecord({"partition-id": pid})}), reply_to=msg)
+
+
+def _remember_global(context: Context, arrays) -> tuple[dict, dict] | None:
+    """Keep the last two global models in the node's state; the (previous, current) pair once
+    there are two."""
+    state = context.state.array_records
+    if CURRENT_GLOBAL in state:
+        state[PREVIOUS_GLOBAL] = state[CURRENT_GLOBAL]
+    state[CURRENT_GLOBAL] = arrays
+    if PREVIOUS_GLOBAL not in state:
+        return None
+    return state[PREVIOUS_GLOBAL].to_torch_state_dict(), state[CURRENT_GLOBAL].to_torch_state_dict()
+
+
+@client_app.train()
+def client_train(msg: Message, context: Context) -> Message:
+    config = msg.content.config_records["config"]
+    config_json = str(config[CONFIG_KEY])
+    cfg = Config.model_validate_json(config_json)
+    torch.set_num_threads(cfg.resources.client_threads)
+    pid = int(context.node_config["partition-id"])
+    server_round = int(config["server-round"])
+    arrays = msg.content.array_records["arrays"]
+    last_globals = None
+    if pid in cfg.malicious and cfg.attack.update.name == "neurotoxin":
+        last_globals = _remember_global(context, arrays)
+    client = build_client(cfg, config_json, pid, last_globals)
+    setup = LocalSetup(
+        epochs=cfg.clients.local_epochs,
+        lr=float(config["lr"]),
+        batch_size=cfg.clients.batch_size,
+        weight_decay=cfg.clients.weight_decay,
+        seed=client_seed(cfg, server_round, pid),
+    )
+    state, metrics = client.fit(from_array_record(arrays), setup, server_round)
+    return Message(
+        RecordDict({"arrays": to_array_record(state), "metrics": MetricRecord(metrics)}),
+        reply_to=msg,
+    )

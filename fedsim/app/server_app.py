@@ -1,0 +1,130 @@
+"""The ServerApps: build the server from the config, run Flower's strategy loop on the grid,
+record every round. ``make_server_app`` is bound to a config (``fedsim run``); ``server_app``
+reads its config from the run config (``flwr run .`` and the Deployment Engine, pyproject
+``[tool.flwr.app.components]``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from flwr.app import ConfigRecord, Context, Message
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.app.build import build_server, config_checks
+from fedsim.app.client_app import CONFIG_KEY
+from fedsim.app.recorder import Recorder, finish
+from fedsim.config import Config, ConfigError, load_config
+from fedsim.records import to_array_record
+from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
+
+
+def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> dict:
+    """Train ``cfg.rounds`` rounds on ``grid``; write each round to ``run_dir`` as soon as it
+    is evaluated. Returns the initial model's metrics."""
+    server = build_server(cfg, log=log)
+    if server.cfg is not cfg:
+        run_dir.write_config(server.cfg.to_toml())
+        log("optimised the BadCLIP patch; its pixels are in config.toml")
+    result = server.strategy.start(
+        grid=grid,
+        initial_arrays=to_array_record(server.initial),
+        num_rounds=cfg.rounds,
+        timeout=3600,
+        train_config=ConfigRecord({CONFIG_KEY: server.cfg.model_dump_json()}),
+        evaluate_fn=Recorder(run_dir, server.evaluate, lambda: server.strategy.last_round, log=log),
+    )
+    return dict(result.evaluate_metrics_serverapp[0])
+
+
+class RunStopped(Exception):
+    """The ServerApp stopped waiting because the run was stopped (Ctrl-C, or the simulation
+    runtime failed)."""
+
+
+class StoppableGrid(Grid):
+    """``grid``, whose waits for replies end as soon as ``stop`` is set: the ServerApp thread
+    then raises RunStopped at once instead of waiting out the round's timeout, a wait that
+    kept a failed or interrupted ``fedsim run`` process alive."""
+
+    def __init__(self, grid: Grid, stop: threading.Event):
+        self._grid, self._stop = grid, stop
+
+    def set_run(self, run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout: float | None = None) -> list[Message]:
+        if self._stop.is_set():
+            raise RunStopped("the run was stopped")
+        pending = set(self.push_messages(messages))
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        replies: list[Message] = []
+        while pending and time.monotonic() < end:
+            got = list(self.pull_messages(pending))
+            replies += got
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if pending and self._stop.wait(0.1):
+                raise RunStopped("the run was stopped")
+        return replies
+
+
+def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: dict | None = None,
+                    stop: threading.Event | None = None) -> ServerApp:
+    """A ServerApp bound to an already validated config (used by ``fedsim run``). Setting
+    ``stop`` ends it at its next wait for replies (RunStopped); ``result`` receives the initial
+    model's metrics and the thread it runs in."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if result is not None:
+            result["thread"] = threading.current_thread()
+        initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir, log=log)
+        if result is not None:
+            result["initial"] = initial
+
+    return app
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _flwr_run_main(grid: Grid, context: Context) -> None:
+    """Entry point for ``flwr run .``: run config keys ``config`` (TOML path) and ``out`` (a
+    new or empty directory, as ``fedsim run --out``)."""
+    rc = context.run_config
+    cfg = load_config(rc.get("config") or None, [], config_checks())
+    out = str(rc.get("out", "runs/flwr"))
+    try:
+        run_dir = new_run_directory(out)
+    except RunDirectoryError as e:
+        raise ConfigError(
+            f"run config out: {e}; choose a new directory, e.g. flwr run . --run-config \"out='runs/flwr-2'\""
+        ) from None
+    run_dir.write_config(cfg.to_toml())
+    t0 = time.perf_counter()
+    initial, status, error = None, "completed", None
+    try:
+        initial = run_server(grid, cfg, run_dir)
+    except Exception as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        finish(run_dir, cfg, initial=initial, wall_s=time.perf_counter() - t0, status=status, error=error)
