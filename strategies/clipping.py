@@ -28,7 +28,6 @@ def add_gaussian_noise(
     return aggregate + sigma * noise.to(aggregate.device)
 
 
-@takes("generator")
 def norm_clipping(
     updates: torch.Tensor,
     *,
@@ -67,7 +66,9 @@ def norm_clipping(
     )
 
 
-@takes("previous")
+takes("generator")(norm_clipping)
+
+
 def centered_clipping(
     updates: torch.Tensor,
     *,
@@ -108,3 +109,6 @@ def centered_clipping(
         accepted=all_accepted(n),
         info={"tau": tau, "L": L, "clipped_last_iter": int((norms > tau).sum())},
     )
+
+
+takes("previous")(centered_clipping)

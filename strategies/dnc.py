@@ -12,7 +12,6 @@ from strategies.params import require_int, require_real
 from strategies.result import AggregationResult, check_updates
 
 
-@takes("generator")
 def dnc(
     updates: torch.Tensor,
     *,
@@ -73,3 +72,6 @@ def dnc(
         accepted=accepted,
         info={"removed_per_iter": removed, "b": b, "niters": niters},
     )
+
+
+takes("generator")(dnc)

@@ -14,7 +14,6 @@ from strategies.params import require_real
 from strategies.result import AggregationResult, all_accepted, check_updates
 
 
-@takes("generator")
 def flame(
     updates: torch.Tensor,
     *,
@@ -77,3 +76,6 @@ def flame(
         accepted=accepted,
         info={"labels": labels.tolist(), "all_noise": all_noise, "S_t": s_t, "sigma": sigma},
     )
+
+
+takes("generator")(flame)

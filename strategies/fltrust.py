@@ -10,7 +10,6 @@ from strategies.inputs import takes
 from strategies.result import AggregationResult, check_finite, check_updates
 
 
-@takes("root_update")
 def fltrust(
     updates: torch.Tensor, *, weights: torch.Tensor | None = None, root_update: torch.Tensor
 ) -> AggregationResult:
@@ -51,3 +50,6 @@ def fltrust(
         weights=p.to(updates.dtype),
         info={"trust": trust.tolist(), "root_norm": g0_norm},
     )
+
+
+takes("root_update")(fltrust)

@@ -11,7 +11,6 @@ from strategies.params import require_bool, require_real
 from strategies.result import AggregationResult, check_finite, check_updates
 
 
-@takes("history")
 def foolsgold(
     updates: torch.Tensor,
     *,
@@ -69,3 +68,6 @@ def foolsgold(
         weights=p,
         info={"kappa": kappa, "normalize": normalize, "alpha": alpha.tolist()},
     )
+
+
+takes("history")(foolsgold)

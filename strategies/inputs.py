@@ -1,7 +1,9 @@
 """The extra inputs a rule may ask the strategy for, besides this round's updates and weights.
 
-A rule declares them with ``@takes(...)``; the strategy keeps the state behind each one and
-passes exactly those keyword arguments. The rule stays a pure function of what it is given."""
+A rule declares them with ``takes(...)(rule)`` after its definition — not as a decorator:
+mutmut (``make mutants``) does not mutate decorated functions. The strategy keeps the state
+behind each one and passes exactly those keyword arguments. The rule stays a pure function
+of what it is given."""
 
 from __future__ import annotations
 
@@ -29,5 +31,5 @@ def takes(*inputs: str) -> Callable[[Callable], Callable]:
 
 
 def inputs_of(rule: Callable) -> frozenset[str]:
-    """What ``rule`` declared with ``@takes``: nothing when it did not."""
+    """What ``rule`` declared with ``takes``: nothing when it did not."""
     return getattr(rule, "inputs", frozenset())

@@ -7,7 +7,7 @@ the rule, (4) applies ``global + server_lr · aggregate`` — unless the rule ra
 NaN/Inf: the round is then skipped and the global model kept —, and (5) records what the rule
 accepted against the known malicious partitions. Only the nodes sent a message this round count,
 each once, with the integer partition id they were sent as. The extra inputs a rule declares with
-``@takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``) are
+``takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``) are
 kept here and passed in. An optional server-side step (``post_aggregate``, e.g. fine-tuning on
 server data) maps the new global model before it is sent.
 """
