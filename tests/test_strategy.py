@@ -397,3 +397,16 @@ def test_fltrust_root_update_trains_at_the_rounds_learning_rate(monkeypatch):
     fn(arrays, 5)
     assert lrs == [pytest.approx(cfg.clients.lr), pytest.approx(build.round_lr(cfg, 5))]
     assert build.round_lr(cfg, 5) == pytest.approx(0.1 * cfg.clients.lr)
+
+
+def test_summary_logs_the_rule_its_parameters_and_the_round_size(monkeypatch):
+    # Flower prints this when a run starts: it is how a user sees which rule really ran.
+    import strategies.robust_strategy as rs
+    from strategies import krum
+
+    lines = []
+    monkeypatch.setattr(rs, "log", lambda level, msg, *args: lines.append((level, msg % args)))
+    RobustStrategy(krum, {"f": 2}, num_partitions=10, per_round=7, seed=0, server_lr=0.5).summary()
+    assert [level for level, _ in lines] == [rs.INFO, rs.INFO]
+    assert lines[0][1] == "\t├──> rule: krum {'f': 2}"
+    assert lines[1][1] == "\t└──> 7 clients per round, server lr 0.5"
