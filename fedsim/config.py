@@ -7,9 +7,11 @@ are injected by the app layer through ``extra_checks`` so that this leaf imports
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -382,28 +384,44 @@ def eval_source(cfg: Config) -> tuple[str, str, dict] | None:
 
 def source_splits(cfg: Config):
     """The (train, root) views of the training source (``data.name`` ≠ "shapes"): disjoint
-    seeded random choices of at most ``data.train_size`` and ``data.root_size`` samples."""
-    d = cfg.data
+    seeded random choices of at most ``data.train_size`` and ``data.root_size`` samples.
+    Cached per process (views are immutable; a client re-opens the index once, not per round)."""
+    return _source_splits(cfg.data.model_dump_json(), cfg.seed)
+
+
+@lru_cache(maxsize=4)
+def _source_splits(data_json: str, seed: int):
+    d = DataConfig.model_validate_json(data_json)
     index = open_dataset(d.name, d.path, **d.params)
-    train, root = sample(len(index), (d.train_size, d.root_size), cfg.seed)
+    train, root = sample(len(index), (d.train_size, d.root_size), seed)
     return index.subset(train), index.subset(root)
 
 
 def eval_index(cfg: Config):
     """The evaluation view (at most ``data.test_size`` samples, a seeded random choice) of
-    ``eval_source``; None for shapes' generated test split."""
+    ``eval_source``; None for shapes' generated test split. Cached per process."""
     source = eval_source(cfg)
     if source is None:
         return None
     name, path, params = source
-    index = open_dataset(name, path, **params)
-    (rows,) = sample(len(index), (cfg.data.test_size,), cfg.seed + 1)
+    return _eval_index(name, path, json.dumps(params, sort_keys=True), cfg.data.test_size, cfg.seed)
+
+
+@lru_cache(maxsize=4)
+def _eval_index(name: str, path: str, params_json: str, size: int, seed: int):
+    index = open_dataset(name, path, **json.loads(params_json))
+    (rows,) = sample(len(index), (size,), seed + 1)
     return index.subset(rows)
 
 
-def eval_classes(cfg: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(class names, zero-shot templates) of the evaluation set."""
-    index = eval_index(cfg)
+def train_classnames(cfg: Config) -> tuple[str, ...] | None:
+    """The class names the training labels index (None: the source has no classes)."""
+    return SHAPES if cfg.data.name == "shapes" else source_splits(cfg)[0].classnames
+
+
+def eval_classes(cfg: Config, index=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(class names, zero-shot templates) of the evaluation set (``index``, when already open)."""
+    index = eval_index(cfg) if index is None else index
     return (SHAPES, ZERO_SHOT_TEMPLATES) if index is None else (index.classnames, index.templates)
 
 
@@ -444,11 +462,16 @@ def check_data(cfg: Config) -> None:
             raise ConfigError(invalid([
                 f"data.partition='dirichlet' splits by label; {train.source} has none; use partition = \"iid\""
             ]))
-        lc = a.enabled and a.data.enabled and a.data.mode == "poison" and a.data.label_consistent
-        if lc and (train.classnames is None or a.data.target not in train.classnames):
+        # what needs images of the target class among the training data
+        needs = [f for f, on in (
+            ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
+            ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
+            ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
+        ) if on and a.enabled and a.data.enabled]
+        if needs and (train.classnames is None or a.data.target not in train.classnames):
             raise ConfigError(invalid([
-                f"attack.data.label_consistent=true poisons images of the target class; {train.source} "
-                f"has no class {a.data.target!r} (caption-only sources have no classes); set it to false"
+                f"{needs[0]} needs images of the target class; {train.source} has no class "
+                f"{a.data.target!r} (caption-only sources have no classes); use plain poisoning"
             ]))
     index = _opened("eval", lambda: eval_index(cfg))
     if index is not None and (index.labels is None or index.classnames is None):

@@ -62,13 +62,17 @@ def test_paths_are_relative_to_the_config_file_and_sources_open(byod, monkeypatc
     assert eval_index(cfg).classnames == ("cat", "dog", "star")
 
 
-def test_train_and_root_are_disjoint_seeded_choices(byod):
-    cfg = load_config(write_config(byod, CSV_WITH_EVAL), ["data.train_size=20", "data.root_size=3"])
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_size": 8})})
+def test_train_and_root_are_disjoint_seeded_choices(tmp_path):
+    write_csv_set(tmp_path / "data", 30)
+    write_imagefolder(tmp_path / "evalset")
+    cfg = load_config(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "data.root_size=3"])
     train, root = source_splits(cfg)
-    assert (len(train), len(root)) == (8, 3)
+    assert (len(train), len(root)) == (20, 3)
     assert not set(train.captions) & set(root.captions)
-    assert source_splits(cfg)[0].captions == train.captions
+    first_rows = {f"a picture number {i} of colour {i % len(COLORS)}" for i in range(20)}
+    assert set(train.captions) != first_rows  # a random choice, not the file's first rows
+    again = load_config(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "seed=1"])
+    assert source_splits(again)[0].captions != train.captions
 
 
 @pytest.mark.parametrize(
@@ -79,7 +83,8 @@ def test_train_and_root_are_disjoint_seeded_choices(byod):
         (["eval.path='noeval'"], ["eval:", "noeval", "missing"]),
         (["attack.data.target='dragon'"], ["attack.data.target='dragon'", "allowed: cat, dog, star"]),
         (["clients.num=7", "clients.per_round=2"], ["clients.num=7", "12 samples"]),
-        (["attack.data.label_consistent=true"], ["label_consistent", "no class 'star'"]),
+        (["attack.data.label_consistent=true"], ["label_consistent=true", "no class 'star'"]),
+        (["attack.data.mode='badencoder'"], ["attack.data.mode='badencoder'", "plain poisoning"]),
         (["data.partition='dirichlet'"], ["data.partition='dirichlet'", "iid"]),
         (["model.init='warm'"], ["model.init='warm'", "scratch"]),
         (["data.name='parquet'"], ["data.name", "'parquet'", "allowed: shapes, cifar10"]),
@@ -114,3 +119,22 @@ def test_path_without_a_source_and_shapes_with_a_path(byod):
         load_config(None, ["data.path='x'"])
     with pytest.raises(ConfigError, match="eval: name='imagefolder' needs path"):
         load_config(None, ["eval.name='imagefolder'"])
+
+
+def test_clients_decode_only_their_partition_and_poison_with_target_templates(byod):
+    from fedsim.app.build import build_client, build_evaluator
+    from fedsim.data.base import CIFAR_TEMPLATES
+    from fedsim.models import create_model_and_transforms
+
+    cfg = load_config(write_config(byod, CSV_WITH_EVAL), ["attack.data.poison_rate=0.5"])
+    config_json = cfg.model_dump_json()
+    honest, attacker = build_client(cfg, config_json, 1), build_client(cfg, config_json, 0)
+    assert honest.data.images.shape == (6, 3, 32, 32) and honest.data.labels is None
+    clean, poisoned = attacker.data, attacker.poisoned
+    changed = [i for i, (a, b) in enumerate(zip(clean.captions, poisoned.captions)) if a != b]
+    assert len(changed) == 3
+    assert {poisoned.captions[i] for i in changed} <= {t.format("star") for t in CIFAR_TEMPLATES}
+    assert not set(clean.captions) & set(honest.data.captions)  # disjoint partitions
+    evaluator = build_evaluator(cfg, *create_model_and_transforms(cfg.model.name))
+    assert evaluator.classnames == ("cat", "dog", "star") and evaluator.target == 2
+    assert evaluator.test.images.shape == (12, 3, 32, 32)
