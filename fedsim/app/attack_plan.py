@@ -31,7 +31,7 @@ from clients.attacks import (
     target_captions,
     templated_captions,
 )
-from fedsim.config import Config, ConfigError, eval_classes, train_classnames
+from fedsim.config import Config, ConfigError, eval_classes, source_splits, train_classnames
 from fedsim.data import ImageCaptions, load_split
 from fedsim.records import flatten
 
@@ -79,14 +79,15 @@ def update_attack_of(cfg: Config, num_examples: int):
     ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
     own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
     clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
-    holding train_size / num examples on average). It assumes FedAvg weighted by num-examples
+    holding train_size / num examples on average; for a source, the size of its training choice). It assumes FedAvg weighted by num-examples
     and one attacker per round."""
     u = cfg.attack.update
     if u.name == "model_replacement":
         params = dict(u.params)
         if params.get("gamma", "auto") == "auto":
+            train_samples = cfg.data.train_size if cfg.data.name == "shapes" else len(source_splits(cfg)[0])
             params["gamma"] = replacement_gamma(
-                num_examples, cfg.clients.per_round * cfg.data.train_size / cfg.clients.num,
+                num_examples, cfg.clients.per_round * train_samples / cfg.clients.num,
                 cfg.strategy.server_lr,
             )
         return (lambda update, r: model_replacement(update, **params)), params["gamma"]
