@@ -79,8 +79,8 @@ def update_attack_of(cfg: Config, num_examples: int):
     ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
     own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
     clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
-    holding train_size / num examples on average; for a source, the size of its training choice). It assumes FedAvg weighted by num-examples
-    and one attacker per round."""
+    holding train_size / num examples on average; for a source, train_size is the size of its
+    training choice). It assumes FedAvg weighted by num-examples and one attacker per round."""
     u = cfg.attack.update
     if u.name == "model_replacement":
         params = dict(u.params)
@@ -107,7 +107,7 @@ def neurotoxin_mask_of(cfg: Config, last_globals: tuple[dict, dict] | None) -> t
     return neurotoxin_mask(flatten(current) - flatten(previous), **cfg.attack.update.params)
 
 
-def _target_id(cfg: Config) -> int:
+def target_id(cfg: Config) -> int:
     """The label id of the attack target in the training data (which must have that class)."""
     classnames = train_classnames(cfg)
     if classnames is None or cfg.attack.data.target not in classnames:
@@ -118,7 +118,7 @@ def _target_id(cfg: Config) -> int:
 def _badencoder(cfg: Config, data, trigger, seed: int):
     """After clean local training, BadEncoder fine-tuning of the image tower: triggered images
     → the attacker's own target-class images (Jia et al., S&P 2022)."""
-    target = _target_id(cfg)
+    target = target_id(cfg)
     reference = data.images[data.labels == target]
     if len(reference) == 0 and cfg.data.name == "shapes":
         # no target image of its own: a public surrogate (the pretrain split)
@@ -142,7 +142,7 @@ def _poison_captions(cfg: Config, data, templates, seed: int) -> Callable[[torch
     {target}" with each image's own color; elsewhere the evaluation set's templates filled
     with the target, one drawn per sample from ``seed``."""
     if cfg.data.name == "shapes":
-        target = _target_id(cfg)
+        target = target_id(cfg)
         return lambda chosen: target_captions(data.colors[chosen], target)
     return lambda chosen: templated_captions(templates, cfg.attack.data.target, len(chosen), seed)
 
@@ -179,7 +179,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
             trigger=trigger,
             rate=a.data.poison_rate,
             # a caption-only source has no label ids; its poisoning never reads one
-            target=_target_id(cfg) if a.data.label_consistent or cfg.data.name == "shapes" else 0,
+            target=target_id(cfg) if a.data.label_consistent or cfg.data.name == "shapes" else 0,
             seed=seed,
             label_consistent=a.data.label_consistent,
             text_trigger=a.data.text_trigger or None,

@@ -28,9 +28,10 @@ from fedsim.app.attack_plan import (
     adversary_of,
     attack_plan,
     check_attack,
+    target_id,
     trigger_of,
 )
-from fedsim.config import Config, ConfigError, eval_classes, eval_index, source_splits, train_classnames
+from fedsim.config import Config, ConfigError, eval_classes, eval_index, source_splits
 from fedsim.data import dirichlet, iid, load_split
 from fedsim.evaluation import Evaluator
 from fedsim.models import create_model_and_transforms, tokenize
@@ -105,10 +106,7 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
     if t.name != "badclip" or "pattern" in t.params:
         return cfg
     p = {**BADCLIP_DEFAULTS, **t.params}
-    classnames = train_classnames(cfg)
-    if classnames is None or cfg.attack.data.target not in classnames:
-        raise ValueError(f"BadCLIP: the training data have no class {cfg.attack.data.target!r} to aim at")
-    target = classnames.index(cfg.attack.data.target)
+    target = target_id(cfg)
     config_json = cfg.model_dump_json()
     parts = [_partition(config_json, pid, preprocess.image_size) for pid in cfg.malicious]
     images = torch.cat([d.images for d in parts])
