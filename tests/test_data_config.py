@@ -138,3 +138,19 @@ def test_clients_decode_only_their_partition_and_poison_with_target_templates(by
     evaluator = build_evaluator(cfg, *create_model_and_transforms(cfg.model.name))
     assert evaluator.classnames == ("cat", "dog", "star") and evaluator.target == 2
     assert evaluator.test.images.shape == (12, 3, 32, 32)
+
+
+def test_cifar_evaluates_on_its_own_test_split_by_default(tmp_path):
+    import numpy as np
+
+    from tests.test_data_sources import write_cifar
+
+    write_cifar(tmp_path / "cifar", "cifar10", np.random.default_rng(0))
+    body = '[data]\nname = "cifar10"\npath = "cifar"\n[attack.data]\ntarget = "bird"\n'
+    cfg = load_config(write_config(tmp_path, body))
+    evalset = eval_index(cfg)
+    assert "test" in evalset.source and len(evalset) == 2
+    assert evalset.classnames == ("airplane", "automobile", "bird")
+    assert len(source_splits(cfg)[0]) == 10
+    with pytest.raises(ConfigError, match="attack.data.target='star'.*allowed: airplane, automobile, bird"):
+        load_config(write_config(tmp_path, body.replace('"bird"', '"star"')))
