@@ -18,8 +18,16 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedsim.data import DATASETS, SHAPES, ZERO_SHOT_TEMPLATES, DataError, dirichlet, load_split, open_dataset
-from fedsim.data.partition import sample
+from fedsim.data import (
+    DATASETS,
+    SHAPES,
+    ZERO_SHOT_TEMPLATES,
+    DataError,
+    dirichlet,
+    load_split,
+    open_dataset,
+    sample,
+)
 from fedsim.models import TINY_MODELS
 
 
