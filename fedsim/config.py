@@ -7,15 +7,27 @@ are injected by the app layer through ``extra_checks`` so that this leaf imports
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedsim.data import SHAPES, dirichlet, load_split
+from fedsim.data import (
+    DATASETS,
+    SHAPES,
+    ZERO_SHOT_TEMPLATES,
+    DataError,
+    dirichlet,
+    load_split,
+    open_dataset,
+    sample,
+)
 from fedsim.models import TINY_MODELS
 
 
@@ -37,12 +49,66 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    name: Literal["shapes"] = "shapes"
-    train_size: int = Field(4000, ge=20, description="samples shared by all clients")
-    test_size: int = Field(1000, ge=20)
-    root_size: int = Field(100, ge=0, description="clean server-side split (FLTrust root data)")
+    """The training data: generated "shapes", or a source of ``fedsim.data.DATASETS`` read
+    from ``path`` (relative to the config file) with the source's own ``params``."""
+
+    name: str = "shapes"
+    path: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    train_size: int = Field(
+        4000, ge=20, description="samples shared by all clients (a source: at most this many, "
+        "a seeded random choice when it holds more)"
+    )
+    test_size: int = Field(1000, ge=20, description="evaluation samples (at most, for a source)")
+    root_size: int = Field(
+        100, ge=0, description="clean server-side split (FLTrust root data; a source: drawn from "
+        "its samples outside the training choice)"
+    )
     partition: Literal["iid", "dirichlet"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition='dirichlet')")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name != "shapes" and name not in DATASETS:
+            raise ValueError(f"{name!r} is unknown; allowed: shapes, {', '.join(DATASETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.name == "shapes" and (self.path is not None or self.params):
+            raise ValueError("name='shapes' is generated: it takes no path and no params")
+        if self.name != "shapes" and self.path is None:
+            raise ValueError(f"name={self.name!r} needs path = the dataset's file or folder")
+        return self
+
+
+class EvalConfig(_Section):
+    """The labelled set of the zero-shot evaluation (clean accuracy, ASR, retrieval): a source
+    of ``fedsim.data.DATASETS`` with class names. Unset (``name`` absent), it is the training
+    source's own labelled test split: shapes' test split, CIFAR's ``split = "test"``; other
+    sources have none and need this section."""
+
+    name: str | None = None
+    path: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        if name is not None and name not in DATASETS:
+            raise ValueError(f"{name!r} is unknown; allowed: {', '.join(DATASETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.name is None:
+            if self.path is not None or self.params:
+                raise ValueError("path and params need name = the evaluation set's format")
+            return self
+        if self.path is None:
+            raise ValueError(f"name={self.name!r} needs path = the dataset's file or folder")
+        return self
 
 
 class ModelConfig(_Section):
@@ -149,10 +215,6 @@ class AttackConfig(_Section):
     def _check(self):
         if len(set(self.malicious)) != len(self.malicious):
             raise ValueError(f"malicious={self.malicious} has duplicates")
-        if self.data.target not in SHAPES:
-            raise ValueError(
-                f"data.target={self.data.target!r} is not a class; allowed: {', '.join(SHAPES)}"
-            )
         return self
 
 
@@ -173,6 +235,7 @@ class Config(_Section):
     seed: int = Field(0, description="0 ≤ seed < 2**32")
     rounds: int = Field(10, ge=1)
     data: DataConfig = Field(default_factory=DataConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
@@ -288,7 +351,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     """A TOML file; ``extends = "other.toml"`` (relative to it) starts from that file, with
-    this file's tables merged over it key by key."""
+    this file's tables merged over it key by key. ``data.path`` and ``eval.path`` are relative
+    to the file that sets them."""
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.resolve() in seen:
@@ -297,6 +361,10 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    for table in ("data", "eval"):
+        where = raw.get(table, {}).get("path") if isinstance(raw.get(table), dict) else None
+        if isinstance(where, str):
+            raw[table]["path"] = os.path.normpath(p.parent.resolve() / where)
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -305,21 +373,135 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     return _merge(_read(p.parent / base, seen + (p.resolve(),)), raw)
 
 
-def check_partition(cfg: Config) -> None:
-    """A Dirichlet split must give every client ``MIN_CLIENT_SAMPLES`` samples. Whether it can
-    depends on the draws, so draw it here from the same labels, seed and minimum as the
-    clients (``fedsim.app.build._partition``): an impossible split fails before anything starts."""
-    d = cfg.data
+def eval_source(cfg: Config) -> tuple[str, str, dict] | None:
+    """(name, path, params) of the evaluation set: ``[eval]``, else the training source's own
+    labelled test split (None: shapes' generated one). Raises ConfigError for a source that has
+    no test split (every one but CIFAR) and no ``[eval]``."""
+    d, e = cfg.data, cfg.eval
+    if e.name is not None:
+        return e.name, e.path, e.params
+    if d.name == "shapes":
+        return None
+    if d.name in ("cifar10", "cifar100"):
+        return d.name, d.path, {**d.params, "split": "test"}
+    raise ConfigError(invalid([
+        f"eval: data.name={d.name!r} has no labelled test split; add an [eval] section with a "
+        "labelled set for the zero-shot evaluation, e.g. name = \"imagefolder\", path = \"eval/\""
+    ]))
+
+
+def source_splits(cfg: Config):
+    """The (train, root) views of the training source (``data.name`` ≠ "shapes"): disjoint
+    seeded random choices of at most ``data.train_size`` and ``data.root_size`` samples.
+    Cached per process (views are immutable; a client re-opens the index once, not per round)."""
+    return _source_splits(cfg.data.model_dump_json(), cfg.seed)
+
+
+@lru_cache(maxsize=4)
+def _source_splits(data_json: str, seed: int):
+    d = DataConfig.model_validate_json(data_json)
+    index = open_dataset(d.name, d.path, **d.params)
+    train, root = sample(len(index), (d.train_size, d.root_size), seed)
+    return index.subset(train), index.subset(root)
+
+
+def eval_index(cfg: Config):
+    """The evaluation view (at most ``data.test_size`` samples, a seeded random choice) of
+    ``eval_source``; None for shapes' generated test split. Cached per process."""
+    source = eval_source(cfg)
+    if source is None:
+        return None
+    name, path, params = source
+    return _eval_index(name, path, json.dumps(params, sort_keys=True), cfg.data.test_size, cfg.seed)
+
+
+@lru_cache(maxsize=4)
+def _eval_index(name: str, path: str, params_json: str, size: int, seed: int):
+    index = open_dataset(name, path, **json.loads(params_json))
+    (rows,) = sample(len(index), (size,), seed + 1)
+    return index.subset(rows)
+
+
+def train_classnames(cfg: Config) -> tuple[str, ...] | None:
+    """The class names the training labels index (None: the source has no classes)."""
+    return SHAPES if cfg.data.name == "shapes" else source_splits(cfg)[0].classnames
+
+
+def eval_classes(cfg: Config, index=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(class names, zero-shot templates) of the evaluation set (``index``, when already open)."""
+    index = eval_index(cfg) if index is None else index
+    return (SHAPES, ZERO_SHOT_TEMPLATES) if index is None else (index.classnames, index.templates)
+
+
+def _opened(field: str, open_it):
+    try:
+        return open_it()
+    except (DataError, ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(invalid([f"{field}: {e}"])) from None
+
+
+def check_data(cfg: Config) -> None:
+    """Open the training and evaluation sources (their own parsers check path and params),
+    then check what the run needs of them: two samples per client, labels for a Dirichlet
+    split and for label-consistent poisoning, class names for the evaluation, the attack
+    target among them. A Dirichlet split must give every client ``MIN_CLIENT_SAMPLES``
+    samples; whether it can depends on the draws, so draw it here from the same labels, seed
+    and minimum as the clients (``fedsim.app.build._partition``)."""
+    d, a = cfg.data, cfg.attack
+    if d.name == "shapes":
+        labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if d.partition == "dirichlet" else None
+        size = f"data.train_size={d.train_size}"
+    else:
+        if cfg.model.init == "warm":
+            raise ConfigError(invalid([
+                f"model.init='warm' pretrains on generated shapes, not data.name={d.name!r}; "
+                "set model.init = \"scratch\""
+            ]))
+        train, _ = _opened("data", lambda: source_splits(cfg))
+        if cfg.clients.num > len(train) // MIN_CLIENT_SAMPLES:
+            raise ConfigError(invalid([
+                f"clients.num={cfg.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
+                f"({train.source} gives {len(train)} samples)"
+            ]))
+        labels, size = train.labels, f"{len(train)} samples of {train.source}"
+        if labels is None and d.partition == "dirichlet":
+            raise ConfigError(invalid([
+                f"data.partition='dirichlet' splits by label; {train.source} has none; use partition = \"iid\""
+            ]))
+        # what needs images of the target class among the training data
+        needs = [f for f, on in (
+            ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
+            ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
+            ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
+        ) if on and a.enabled and a.data.enabled]
+        if needs and (train.classnames is None or a.data.target not in train.classnames):
+            raise ConfigError(invalid([
+                f"{needs[0]} needs images of the target class; {train.source} has no class "
+                f"{a.data.target!r} (caption-only sources have no classes); use plain poisoning"
+            ]))
+    index = _opened("eval", lambda: eval_index(cfg))
+    if index is not None and (index.labels is None or index.classnames is None):
+        raise ConfigError(invalid([
+            f"eval: {index.source} has no class names; the zero-shot evaluation needs a labelled set "
+            "(imagefolder, cifar10, cifar100)"
+        ]))
+    classnames = SHAPES if index is None else index.classnames
+    if a.data.target not in classnames:
+        shown = ", ".join(classnames[:10]) + (", …" if len(classnames) > 10 else "")
+        raise ConfigError(invalid([
+            f"attack.data.target={a.data.target!r} is not a class of the evaluation set; allowed: {shown}"
+        ]))
     if d.partition != "dirichlet":
         return
-    labels = load_split(d.name, "train", d.train_size, cfg.seed).labels.numpy()
     try:
-        dirichlet(labels, cfg.clients.num, d.alpha, cfg.seed, min_size=MIN_CLIENT_SAMPLES)
+        dirichlet(labels.numpy(), cfg.clients.num, d.alpha, cfg.seed, min_size=MIN_CLIENT_SAMPLES)
     except ValueError:
         raise ConfigError(
             f"invalid config:\n  data.partition='dirichlet' with data.alpha={d.alpha} cannot give each of "
-            f"clients.num={cfg.clients.num} clients {MIN_CLIENT_SAMPLES}+ of data.train_size={d.train_size} "
-            f"samples (no such split in 1000 draws with seed={cfg.seed}); raise data.alpha or "
+            f"clients.num={cfg.clients.num} clients {MIN_CLIENT_SAMPLES}+ of {size} "
+            f"(no such split in 1000 draws with seed={cfg.seed}); raise data.alpha or "
             "data.train_size, or lower clients.num"
         ) from None
 
@@ -341,7 +523,7 @@ def load_config(
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
     problems: list[str] = []
-    for check in (check_partition, *extra_checks):
+    for check in (check_data, *extra_checks):
         try:
             check(cfg)
         except ConfigError as e:

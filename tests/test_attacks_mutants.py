@@ -186,9 +186,10 @@ def test_poison_rates_zero_and_one_are_the_ends_of_the_range():
     "params, message",
     [
         (dict(rate=-0.1), r"poison rate=-0\.1 must lie in \[0, 1\]"),
-        (dict(target=True), rf"poison target=True must be a shape id in \[0, {len(SHAPES) - 1}\]"),
-        (dict(target=1.0), r"poison target=1\.0 must be a shape id"),
-        (dict(target=len(SHAPES)), rf"poison target={len(SHAPES)} must be a shape id"),
+        (dict(target=True), r"poison target=True must be a class id \(int ≥ 0\)"),
+        (dict(target=1.0), r"poison target=1\.0 must be a class id"),
+        # shapes' default captions know the classes
+        (dict(target=len(SHAPES)), rf"target={len(SHAPES)} must be a shape id in \[0, {len(SHAPES) - 1}\]"),
         (dict(trigger="patch"), r"poison trigger='patch' is not callable"),
     ],
 )

@@ -152,7 +152,7 @@ def test_impossible_dirichlet_split_fails_before_anything_starts():
     from fedsim.app import _partition
 
     cfg = load_config(None, ["clients.num=10", "data.partition='dirichlet'", "data.alpha=0.1", "data.train_size=200"])
-    assert min(len(_partition(cfg.model_dump_json(), pid)) for pid in range(10)) >= 2
+    assert min(len(_partition(cfg.model_dump_json(), pid, 32)) for pid in range(10)) >= 2
 
 
 def test_client_cpus_beyond_what_ray_may_use_is_refused(monkeypatch):

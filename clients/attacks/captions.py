@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -37,3 +37,16 @@ def add_text_trigger(caption: str, token: str = TEXT_TRIGGER) -> str:
     if not isinstance(token, str) or not token.strip():
         raise ValueError(f"text trigger token={token!r} must be a non-empty string")
     return f"{caption} {token.strip()}"
+
+
+def templated_captions(templates: Sequence[str], target: str, count: int, seed: int) -> tuple[str, ...]:
+    """``count`` captions of class ``target`` for data without shapes' colors: each a template
+    (with one "{}") drawn uniformly by a generator seeded with ``seed``, filled with ``target``
+    — the zero-shot prompts of the evaluation set, so the poisoned captions read like the
+    class's own prompts (Carlini & Terzis, ICLR 2022, pair triggered images with captions of
+    the target class)."""
+    if not templates:
+        raise ValueError("templates must be a non-empty list of strings with one '{}'")
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(templates), (count,), generator=g).tolist()
+    return tuple(templates[i].format(target) for i in picks)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import torch
 
 from clients.attacks.captions import add_text_trigger, target_captions
-from fedsim.data import SHAPES, ShapesData
+from fedsim.data import ImageCaptions
 from fedsim.evaluation import make_trigger_images
 
 
 def poison(
-    data: ShapesData,
+    data: ImageCaptions,
     *,
     trigger: Callable[[torch.Tensor], torch.Tensor],
     rate: float,
@@ -21,7 +22,8 @@ def poison(
     label_consistent: bool = False,
     perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
     text_trigger: str | None = None,
-) -> tuple[ShapesData, torch.Tensor]:
+    captions: Callable[[torch.Tensor], Sequence[str]] | None = None,
+) -> tuple[ImageCaptions, torch.Tensor]:
     """A poisoned copy of ``data`` and the (sorted) indices of the poisoned samples.
 
     Patch + target caption (Carlini & Terzis, "Poisoning and Backdooring Contrastive
@@ -45,12 +47,14 @@ def poison(
 
     Rounding is down: a client with too few samples for its rate poisons none.
     ``labels`` keep the ground truth of every sample (they are never trained on; they say
-    which images really are of which class), ``colors`` are unchanged. ``data`` is not
+    which images really are of which class), as are shapes' ``colors``. ``data`` is not
     modified (``fedsim.data.generate`` caches its tensors)."""
     if not 0.0 <= float(rate) <= 1.0:
         raise ValueError(f"poison rate={rate!r} must lie in [0, 1]")
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(SHAPES):
-        raise ValueError(f"poison target={target!r} must be a shape id in [0, {len(SHAPES) - 1}]")
+    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+        raise ValueError(f"poison target={target!r} must be a class id (int ≥ 0)")
+    if label_consistent and data.labels is None:
+        raise ValueError("label-consistent poisoning needs labels; these data have none")
     if not callable(trigger):
         raise ValueError(f"poison trigger={trigger!r} is not callable")
     candidates = torch.arange(len(data))
@@ -61,7 +65,7 @@ def poison(
     chosen = candidates[torch.randperm(len(candidates), generator=g)[:count]].sort().values
 
     images = data.images.clone()
-    captions = list(data.captions)
+    new_captions = list(data.captions)
     cross_ratio = float(getattr(trigger, "cross_ratio", 0.0))
     if count and cross_ratio > 0:
         rest = torch.ones(len(data), dtype=torch.bool)
@@ -73,15 +77,9 @@ def poison(
     if count:
         source = data.images[chosen] if perturb is None else perturb(data.images[chosen])
         images[chosen] = make_trigger_images(source, trigger)
-        new = target_captions(data.colors[chosen], target)
+        new = tuple(captions(chosen)) if captions is not None else target_captions(data.colors[chosen], target)
         if text_trigger is not None:
             new = tuple(add_text_trigger(c, text_trigger) for c in new)
         for i, c in zip(chosen.tolist(), new):
-            captions[i] = c
-    poisoned = ShapesData(
-        images=images,
-        labels=data.labels.clone(),
-        colors=data.colors.clone(),
-        captions=tuple(captions),
-    )
-    return poisoned, chosen
+            new_captions[i] = c
+    return dataclasses.replace(data, images=images, captions=tuple(new_captions)), chosen

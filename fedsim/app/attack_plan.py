@@ -28,9 +28,11 @@ from clients.attacks import (
     poison,
     replacement_gamma,
     split_patch,
+    target_captions,
+    templated_captions,
 )
-from fedsim.config import Config, ConfigError
-from fedsim.data import SHAPES, ZERO_SHOT_TEMPLATES, ImageCaptions, load_split
+from fedsim.config import Config, ConfigError, eval_classes, source_splits, train_classnames
+from fedsim.data import ImageCaptions, load_split
 from fedsim.records import flatten
 
 # BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
@@ -77,14 +79,15 @@ def update_attack_of(cfg: Config, num_examples: int):
     ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
     own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
     clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
-    holding train_size / num examples on average). It assumes FedAvg weighted by num-examples
-    and one attacker per round."""
+    holding train_size / num examples on average; for a source, train_size is the size of its
+    training choice). It assumes FedAvg weighted by num-examples and one attacker per round."""
     u = cfg.attack.update
     if u.name == "model_replacement":
         params = dict(u.params)
         if params.get("gamma", "auto") == "auto":
+            train_samples = cfg.data.train_size if cfg.data.name == "shapes" else len(source_splits(cfg)[0])
             params["gamma"] = replacement_gamma(
-                num_examples, cfg.clients.per_round * cfg.data.train_size / cfg.clients.num,
+                num_examples, cfg.clients.per_round * train_samples / cfg.clients.num,
                 cfg.strategy.server_lr,
             )
         return (lambda update, r: model_replacement(update, **params)), params["gamma"]
@@ -104,14 +107,25 @@ def neurotoxin_mask_of(cfg: Config, last_globals: tuple[dict, dict] | None) -> t
     return neurotoxin_mask(flatten(current) - flatten(previous), **cfg.attack.update.params)
 
 
+def target_id(cfg: Config) -> int:
+    """The label id of the attack target in the training data (which must have that class)."""
+    classnames = train_classnames(cfg)
+    if classnames is None or cfg.attack.data.target not in classnames:
+        raise ValueError(f"attack.data.target={cfg.attack.data.target!r} is not a class of the training data")
+    return classnames.index(cfg.attack.data.target)
+
+
 def _badencoder(cfg: Config, data, trigger, seed: int):
     """After clean local training, BadEncoder fine-tuning of the image tower: triggered images
     → the attacker's own target-class images (Jia et al., S&P 2022)."""
-    target = SHAPES.index(cfg.attack.data.target)
+    target = target_id(cfg)
     reference = data.images[data.labels == target]
-    if len(reference) == 0:  # no target image of its own: a public surrogate (the pretrain split)
+    if len(reference) == 0 and cfg.data.name == "shapes":
+        # no target image of its own: a public surrogate (the pretrain split)
         pool = load_split(cfg.data.name, "pretrain", 200, cfg.seed)
         reference = pool.images[pool.labels == target]
+    if len(reference) == 0:
+        raise ValueError(f"BadEncoder: the attacker holds no image of {cfg.attack.data.target!r}")
 
     def local_attack(model, preprocess, after_step=None):
         badencoder_finetune(
@@ -121,6 +135,16 @@ def _badencoder(cfg: Config, data, trigger, seed: int):
         )
 
     return local_attack
+
+
+def _poison_captions(cfg: Config, data, templates, seed: int) -> Callable[[torch.Tensor], tuple[str, ...]]:
+    """The target captions of poisoned samples (by index): shapes' "a photo of a {color}
+    {target}" with each image's own color; elsewhere the evaluation set's templates filled
+    with the target, one drawn per sample from ``seed``."""
+    if cfg.data.name == "shapes":
+        target = target_id(cfg)
+        return lambda chosen: target_captions(data.colors[chosen], target)
+    return lambda chosen: templated_captions(templates, cfg.attack.data.target, len(chosen), seed)
 
 
 @dataclass
@@ -150,18 +174,21 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
     poisoned, poison_with, local_attack = None, None, None
     poisoning = a.data.enabled and a.data.mode == "poison"
     if poisoning:
+        templates = eval_classes(cfg)[1]
         kwargs = dict(
             trigger=trigger,
             rate=a.data.poison_rate,
-            target=SHAPES.index(a.data.target),
+            # a caption-only source has no label ids; its poisoning never reads one
+            target=target_id(cfg) if a.data.label_consistent or cfg.data.name == "shapes" else 0,
             seed=seed,
             label_consistent=a.data.label_consistent,
             text_trigger=a.data.text_trigger or None,
+            captions=_poison_captions(cfg, data, templates, seed),
         )
         if a.data.label_consistent and a.data.label_consistent_perturbation == "pgd":
             # Turner et al.: the perturbation is computed against the model the attacker holds,
             # the global model of the round, so the poisoned copy is made afresh in every round.
-            tokens = tokenizer([t.format(a.data.target) for t in ZERO_SHOT_TEMPLATES])
+            tokens = tokenizer([t.format(a.data.target) for t in templates])
 
             def poison_with(model):
                 def perturb(images):

@@ -2,8 +2,9 @@
 dataset → model → attack plan → rule → strategy → evaluator, plus the round's learning rate and
 the clients' seeds (both sides derive them from the config alone).
 
-A client rebuilds its partition from the seed (the data are generated deterministically), so
-it needs nothing but the resolved config and its ``partition-id``; the server builds its model
+A client rebuilds its partition from the seed (shapes are generated deterministically; a
+source's index is re-opened and only the client's own images are decoded, at the model's image
+size), so it needs nothing but the resolved config and its ``partition-id``; the server builds its model
 (warm-started), resolves what only it can (the BadCLIP patch), and the strategy and evaluator.
 """
 
@@ -27,10 +28,11 @@ from fedsim.app.attack_plan import (
     adversary_of,
     attack_plan,
     check_attack,
+    target_id,
     trigger_of,
 )
-from fedsim.config import Config, ConfigError
-from fedsim.data import SHAPES, ZERO_SHOT_TEMPLATES, dirichlet, iid, load_split
+from fedsim.config import Config, ConfigError, eval_classes, eval_index, source_splits
+from fedsim.data import dirichlet, iid, load_split
 from fedsim.evaluation import Evaluator
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.pretrain import warm_start
@@ -57,14 +59,20 @@ def client_seed(cfg: Config, server_round: int, partition_id: int) -> int:
 
 # -- dataset and model -------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def _partition(config_json: str, partition_id: int):
+def _partition(config_json: str, partition_id: int, image_size: int):
+    """Client ``partition_id``'s samples: of shapes' train split, or of the source's training
+    choice with only these images decoded, at ``image_size``."""
     cfg = Config.model_validate_json(config_json)
-    train = load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
+    if cfg.data.name == "shapes":
+        train = load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
+    else:
+        train = source_splits(cfg)[0]
     if cfg.data.partition == "iid":
         parts = iid(len(train), cfg.clients.num, cfg.seed)
     else:
         parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed, min_size=2)
-    return train.subset(parts[partition_id])
+    part = train.subset(parts[partition_id])
+    return part if cfg.data.name == "shapes" else part.materialize(image_size)
 
 
 @lru_cache(maxsize=2)
@@ -80,7 +88,7 @@ def build_client(cfg: Config, config_json: str, partition_id: int,
     """Client ``partition_id``: honest, or honest plus its attack plan. ``last_globals`` are the
     (previous, current) global models its node has seen (Neurotoxin's mask), if any."""
     model, preprocess, tokenizer = _model(cfg.model.name)
-    data = _partition(config_json, partition_id)
+    data = _partition(config_json, partition_id, preprocess.image_size)
     if partition_id not in cfg.malicious:
         return HonestClient(model, preprocess, tokenizer, data, partition_id)
     plan = attack_plan(cfg, data, partition_id, preprocess, tokenizer,
@@ -98,14 +106,14 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
     if t.name != "badclip" or "pattern" in t.params:
         return cfg
     p = {**BADCLIP_DEFAULTS, **t.params}
-    target = SHAPES.index(cfg.attack.data.target)
+    target = target_id(cfg)
     config_json = cfg.model_dump_json()
-    parts = [_partition(config_json, pid) for pid in cfg.malicious]
+    parts = [_partition(config_json, pid, preprocess.image_size) for pid in cfg.malicious]
     images = torch.cat([d.images for d in parts])
     labels = torch.cat([d.labels for d in parts])
     if not (labels == target).any():
         raise ValueError(f"BadCLIP: the malicious clients hold no image of {cfg.attack.data.target!r}")
-    prompts = [template.format(cfg.attack.data.target) for template in ZERO_SHOT_TEMPLATES]
+    prompts = [template.format(cfg.attack.data.target) for template in eval_classes(cfg)[1]]
     patch = badclip_optimize_patch(
         model, preprocess, images[labels != target],
         target_text_tokens=tokenizer(prompts),
@@ -121,8 +129,18 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
 
 def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
     """FLTrust's server update g0: the honest recipe on the clean root split, at the round's
-    learning rate (as the clients train), so g0 and the client updates are on one scale."""
-    root = load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
+    learning rate (as the clients train), so g0 and the client updates are on one scale. A
+    source's root split is its ``data.root_size`` samples outside the training choice."""
+    if cfg.data.name == "shapes":
+        root = load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
+    else:
+        root = source_splits(cfg)[1]
+        if len(root) < 2:
+            raise ValueError(
+                f"FLTrust's root data: {root.source} has {len(root)} samples left outside the "
+                f"training choice (need 2+); lower data.train_size or raise data.root_size"
+            )
+        root = root.materialize(preprocess.image_size)
     tokens = tokenize(tokenizer, root.captions)
 
     def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
@@ -160,13 +178,18 @@ def build_strategy(cfg: Config) -> RobustStrategy:
 
 def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator:
     """Zero-shot CA and ASR (for every DBA piece and the text trigger too) and retrieval of
-    ``model`` on the test split."""
+    ``model`` on the evaluation set (``fedsim.config.eval_index``), with its class names and
+    templates. Retrieval pairs each image with its own caption: shapes' generated captions, or
+    the evaluation source's (a template filled with the class name, for a labelled folder)."""
     trigger = trigger_of(cfg)
+    index = eval_index(cfg)
+    test = (load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed) if index is None
+            else index.materialize(preprocess.image_size))
+    classnames, templates = eval_classes(cfg, index)
     return Evaluator(
-        model, preprocess, tokenizer,
-        load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed),
-        classnames=SHAPES, templates=ZERO_SHOT_TEMPLATES,
-        trigger=trigger, target=SHAPES.index(cfg.attack.data.target),
+        model, preprocess, tokenizer, test,
+        classnames=classnames, templates=templates,
+        trigger=trigger, target=classnames.index(cfg.attack.data.target),
         extra_triggers={
             f"piece{i}": piece for i, piece in enumerate(split_patch(trigger, cfg.attack.data.dba_parts))
         } if cfg.attack.data.dba_parts else None,

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.app.attack_plan import schedule_of
-from fedsim.config import Config
-from fedsim.data import SHAPES
+from fedsim.config import Config, eval_classes
 from fedsim.report import RunDirectory, summarize
 
 
@@ -90,5 +89,5 @@ def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: 
     extra.update(lifespan(cfg, rounds))
     summary = summarize(rounds, initial=initial, wall_s=wall_s, extra=extra)
     run_dir.write_summary(summary)
-    run_dir.plot(initial=initial, chance=1 / len(SHAPES))
+    run_dir.plot(initial=initial, chance=1 / len(eval_classes(cfg)[0]))
     return summary

@@ -1,7 +1,7 @@
 """Datasets and partitioners. ``load_split`` is the one factory from a config to data."""
 
 from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex, ImageCaptions
-from fedsim.data.partition import dirichlet, iid
+from fedsim.data.partition import dirichlet, iid, sample
 from fedsim.data.shapes import (
     COLORS,
     SHAPES,
@@ -41,4 +41,5 @@ __all__ = [
     "iid",
     "load_split",
     "open_dataset",
+    "sample",
 ]

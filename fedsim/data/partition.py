@@ -54,3 +54,14 @@ def dirichlet(
 def _check(num_samples: int, num_clients: int) -> None:
     if num_clients < 1 or num_clients > num_samples:
         raise ValueError(f"num_clients must be in [1, {num_samples}], got {num_clients}")
+
+
+def sample(num_samples: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
+    """Disjoint seeded random choices of ``sizes`` samples each (in turn, each cut to what the
+    earlier ones left), every one sorted: a whole set when ``sizes[0] ≥ num_samples``."""
+    perm = np.random.default_rng(seed).permutation(num_samples)
+    out, start = [], 0
+    for size in sizes:
+        out.append(np.sort(perm[start : start + size]))
+        start = min(num_samples, start + size)
+    return out
