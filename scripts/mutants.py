@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if not status:
         print("no mutants found: did mutmut run?", file=sys.stderr)
         return 1
+    untested = sorted(n for n, s in status.items() if s == "not checked")
+    if untested:
+        print(f"{len(untested)} of {len(status)} mutants not tested yet (an interrupted run): "
+              "the shares below are over the tested ones only")
+        status = {n: s for n, s in status.items() if s != "not checked"}
     by_module: dict[str, Counter] = defaultdict(Counter)
     for name, s in status.items():
         by_module[module_of(name)]["detected" if s in DETECTED else s] += 1

@@ -10,6 +10,9 @@ from strategies.inputs import takes
 from strategies.params import require_bool, require_real
 from strategies.result import AggregationResult, check_finite, check_updates
 
+# 1 − cos below this counts as parallel (cosines are float64, see strategies.geometry).
+_PARALLEL = 1e-12
+
 
 def foolsgold(
     updates: torch.Tensor,
@@ -24,7 +27,8 @@ def foolsgold(
 
     1. cs_ij = cos(H_i, H_j) for j ≠ i; v_i = max_j cs_ij.
     2. Pardoning: if v_j > v_i, cs_ij ← cs_ij · v_i / v_j.
-    3. α_i = 1 − max_j cs_ij, clipped to [0, 1]; α ← α / max α.
+    3. α_i = 1 − max_j cs_ij, clipped to [0, 1] (below 1e-12, a float64 rounding of a parallel
+       pair, it is 0); α ← α / max α.
     4. α_i ← κ (ln(α_i / (1 − α_i)) + 0.5), clipped to [0, 1] (α_i = 1 gives +∞ → 1,
        α_i = 0 gives −∞ → 0).
     5. Aggregate over this round's updates: Σ α_i Δ_i / Σ α_i when ``normalize`` (the
@@ -57,6 +61,9 @@ def foolsgold(
     pardon = v[None, :] > v[:, None]
     cs = torch.where(pardon, cs * v[:, None] / torch.where(pardon, v[None, :], 1.0), cs)
     alpha = (1.0 - cs.max(dim=1).values).clamp(0.0, 1.0)
+    # Parallel histories have a float64 cosine of 1 − O(1e-16), not 1: such a weight is a
+    # rounding of 0, and normalising by the largest α would otherwise blow it up to 1.
+    alpha = torch.where(alpha < _PARALLEL, 0.0, alpha)
     if alpha.max() == 0:
         raise ValueError("foolsgold: every client has weight 0 (all histories alike); nothing to aggregate")
     alpha = alpha / alpha.max()

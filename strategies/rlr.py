@@ -30,7 +30,8 @@ def rlr(
         p = torch.full((n,), 1.0 / n, dtype=updates.dtype, device=updates.device)
     votes = torch.sign(updates).sum(dim=0)
     agree = votes.abs() >= theta
-    lr = torch.where(agree, eta, -eta).to(updates.dtype)
+    # ±1 in the updates' dtype times the Python float eta: a float32 ±eta would round eta
+    lr = torch.where(agree, 1.0, -1.0).to(updates.dtype) * eta
     return AggregationResult(
         aggregate=lr * (p @ updates),
         accepted=all_accepted(n),
