@@ -55,15 +55,18 @@ def check_resources(cfg: Config) -> None:
         ]))
 
 
-def backend_config(cfg: Config, ray_dir: Path) -> dict:
+def backend_config(cfg: Config, ray_dir: Path, verbose: bool = False) -> dict:
     """Ray resources: each client asks for ``client_cpus`` CPUs and uses ``client_threads``
     torch threads, so 2 clients train at once on 2 cores without oversubscription. Ray keeps
-    its session (sockets, logs, spilled objects) under ``ray_dir``, this run's own folder."""
+    its session (sockets, logs, spilled objects) under ``ray_dir``, this run's own folder.
+    The workers' own log lines reach the terminal only with ``verbose`` (a client's failure
+    still reaches the server as an error reply, recorded in rounds.jsonl); otherwise Flower's
+    "Manually terminating ClientAppActor" warnings would trail every stopped run."""
     total = cfg.resources.total_cpus or available_cpus()
     return {
         "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
         "init_args": {"num_cpus": total, "num_gpus": 0, "include_dashboard": False,
-                      "logging_level": logging.ERROR, "log_to_driver": True,
+                      "logging_level": logging.ERROR, "log_to_driver": verbose,
                       "_temp_dir": str(ray_dir)},
     }
 
@@ -182,7 +185,7 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
                 server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop),
                 client_app=client_app,
                 num_supernodes=cfg.clients.num,
-                backend_config=backend_config(cfg, ray_dir),
+                backend_config=backend_config(cfg, ray_dir, verbose),
                 verbose_logging=verbose,
             )
     except KeyboardInterrupt:
