@@ -498,12 +498,12 @@ def check_data(cfg: Config) -> None:
     try:
         dirichlet(labels.numpy(), cfg.clients.num, d.alpha, cfg.seed, min_size=MIN_CLIENT_SAMPLES)
     except ValueError:
-        raise ConfigError(
-            f"invalid config:\n  data.partition='dirichlet' with data.alpha={d.alpha} cannot give each of "
+        raise ConfigError(invalid([
+            f"data.partition='dirichlet' with data.alpha={d.alpha} cannot give each of "
             f"clients.num={cfg.clients.num} clients {MIN_CLIENT_SAMPLES}+ of {size} "
             f"(no such split in 1000 draws with seed={cfg.seed}); raise data.alpha or "
             "data.train_size, or lower clients.num"
-        ) from None
+        ])) from None
 
 
 def load_config(

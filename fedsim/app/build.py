@@ -31,7 +31,14 @@ from fedsim.app.attack_plan import (
     target_id,
     trigger_of,
 )
-from fedsim.config import Config, ConfigError, eval_classes, eval_index, source_splits
+from fedsim.config import (
+    MIN_CLIENT_SAMPLES,
+    Config,
+    ConfigError,
+    eval_classes,
+    eval_index,
+    source_splits,
+)
 from fedsim.data import dirichlet, iid, load_split
 from fedsim.evaluation import Evaluator
 from fedsim.models import create_model_and_transforms, tokenize
@@ -70,7 +77,8 @@ def _partition(config_json: str, partition_id: int, image_size: int):
     if cfg.data.partition == "iid":
         parts = iid(len(train), cfg.clients.num, cfg.seed)
     else:
-        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed, min_size=2)
+        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed,
+                          min_size=MIN_CLIENT_SAMPLES)
     part = train.subset(parts[partition_id])
     return part if cfg.data.name == "shapes" else part.materialize(image_size)
 
