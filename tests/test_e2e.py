@@ -70,7 +70,7 @@ SMALL = ["--set", "data.train_size=200", "--set", "data.test_size=100", "--set",
 
 def _session(sid: int) -> list[str]:
     """Command lines of the live processes in session ``sid`` (a run and the Ray it started)."""
-    ps = subprocess.run(["ps", "-e", "-o", "sid=,stat=,args="], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-e", "-o", "sid=,stat=,args="], capture_output=True, text=True).stdout
     rows = [line.split(None, 2) for line in ps.splitlines()]
     return [r[2] for r in rows if len(r) == 3 and r[0] == str(sid) and not r[1].startswith("Z")]
 
@@ -88,6 +88,11 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_nothing_left(tmp_path):
         while not ((out / "rounds.jsonl").is_file() and (out / "rounds.jsonl").read_text().count("\n") >= 1):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
+        # Seen once in CI: a single ps snapshot right after round 1 listed no raylet (cause not
+        # found); look again for a few seconds before concluding Ray is not this run's.
+        seen = time.monotonic() + 15
+        while not any("raylet" in cmd for cmd in _session(proc.pid)) and time.monotonic() < seen:
+            time.sleep(0.5)
         assert any("raylet" in cmd for cmd in _session(proc.pid))
         os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
