@@ -1,5 +1,5 @@
-"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim validate CONFIG [--set
-key=value ...]``, ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and
+"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim resume RUN_DIR``,
+``fedsim validate CONFIG [--set key=value ...]``, ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and
 exit codes.
 
 Exit codes: 0 success, 2 invalid config or arguments or an unusable ``--out`` (nothing
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set rounds=5 --set attack.enabled=false")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    resume = sub.add_parser("resume", help="continue a killed or interrupted run from its last round")
+    resume.add_argument("run_dir", help="the run directory (fedsim run --out)")
+    resume.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
     validate = sub.add_parser("validate", help="check a config and list every problem; starts nothing")
     validate.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -52,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         from fedsim.runner import main_validate
 
         return main_validate(args.config, args.set)
-    from fedsim.runner import describe, main_run
+    from fedsim.runner import describe, main_resume, main_run
 
     try:
+        if args.command == "resume":
+            return main_resume(args.run_dir, args.verbose)
         return main_run(args.config, args.out, args.set, args.verbose)
     except KeyboardInterrupt:
         print("fedsim: interrupted; finished rounds are in the run directory", file=sys.stderr)

@@ -230,6 +230,30 @@ class ResourcesConfig(_Section):
     total_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
 
 
+class FaultsConfig(_Section):
+    """Injected failures, each drawn per (seed, round, partition), so a run's faults repeat
+    with its seed. A sampled client crashes (raises instead of training: the server gets an
+    error reply), straggles (replies only after ``round_timeout_s``, when the server has moved
+    on) or its reply is lost on the way back (the server never sees it). The server
+    aggregates what arrived and records the rest per round; a round left with too few
+    replies for the rule is skipped and recorded."""
+
+    crash_rate: float = Field(0.0, ge=0, le=1, description="probability a sampled client crashes")
+    straggler_rate: float = Field(0.0, ge=0, le=1, description="probability a client replies after the timeout")
+    drop_rate: float = Field(0.0, ge=0, le=1, description="probability a reply is lost")
+    round_timeout_s: float = Field(3600.0, gt=0, description="how long the server waits for a round's replies")
+
+    @model_validator(mode="after")
+    def _one_fault_each(self):
+        total = self.crash_rate + self.straggler_rate + self.drop_rate
+        if total > 1:
+            raise ValueError(
+                f"faults.crash_rate + straggler_rate + drop_rate = {total:g}; allowed: at most 1 "
+                "(each sampled client meets at most one fault per round)"
+            )
+        return self
+
+
 class Config(_Section):
     name: str = "experiment"
     seed: int = Field(0, description="0 ≤ seed < 2**32")
@@ -241,6 +265,7 @@ class Config(_Section):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @field_validator("seed")
     @classmethod

@@ -66,6 +66,21 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in self.rounds_file.read_text().splitlines() if line]
 
+    def keep_rounds(self, last: int) -> None:
+        """Drop the rounds after ``last`` (and a line a kill cut short) from rounds.jsonl, by
+        an atomic replace: resuming from round ``last``'s checkpoint redoes the later ones."""
+        kept = []
+        for line in self.rounds_file.read_text().splitlines() if self.rounds_file.is_file() else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("round", last + 1) <= last:
+                kept.append(line + "\n")
+        tmp = self.rounds_file.with_name(self.rounds_file.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, self.rounds_file)
+
     def write_summary(self, summary: dict) -> None:
         summary = _clean(summary)
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -7,6 +7,7 @@ Deployment Engine); this module is the one-command local path.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -18,9 +19,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fedsim.app import client_app, config_checks, finish, make_server_app
+from fedsim.app import CHECKPOINT, client_app, config_checks, finish, load_checkpoint, make_server_app
 from fedsim.config import Config, ConfigError, invalid, load_config
 from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
+
+# In the run directory while the run is alive: the path of its Ray session folder, so that
+# ``fedsim resume`` can end what a killed run left running.
+RAY_SESSION = "ray-session.txt"
+RAY_PREFIX = "fedsim-ray-"
 
 
 def default_out(cfg: Config) -> Path:
@@ -121,7 +127,7 @@ def describe(error: BaseException) -> str:
 def new_ray_dir() -> Path:
     """A new folder for this run's Ray session, under Ray's usual temporary root (``RAY_TMPDIR``
     if set); short, because Ray's Unix sockets live in it."""
-    return Path(tempfile.mkdtemp(prefix="fedsim-ray-", dir=os.environ.get("RAY_TMPDIR")))
+    return Path(tempfile.mkdtemp(prefix=RAY_PREFIX, dir=os.environ.get("RAY_TMPDIR")))
 
 
 def session_processes(ray_dir: Path) -> list:
@@ -158,31 +164,37 @@ def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
-def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None) -> dict:
+def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None,
+        resume: dict | None = None) -> dict:
     """Run ``cfg``; return the summary (also written to ``OUT/summary.json``). Its ``status``
     is "completed", or "failed" when no round aggregated; a run that raised is "failed" (the
-    exception propagates), one stopped by Ctrl-C "interrupted" (KeyboardInterrupt)."""
+    exception propagates), one stopped by Ctrl-C "interrupted" (KeyboardInterrupt). With
+    ``resume`` (the checkpoint of ``out``'s last round) it continues that run; the checkpoint
+    is removed once the run completes."""
     import torch
     from flwr.simulation import run_simulation
 
     log = log or (lambda msg: print(msg, flush=True))
     run_dir = out if isinstance(out, RunDirectory) else prepare_out(out, cfg)
-    run_dir.write_config(cfg.to_toml())
+    if resume is None:
+        run_dir.write_config(cfg.to_toml())
     log(f"fedsim: {cfg.name} → {run_dir.path}  ({cfg.clients.num} clients, "
-        f"{len(cfg.malicious)} malicious, {cfg.strategy.name}, {cfg.rounds} rounds)")
+        f"{len(cfg.malicious)} malicious, {cfg.strategy.name}, {cfg.rounds} rounds"
+        + (f", resuming after round {resume['round']})" if resume is not None else ")"))
     if not verbose:
         _quiet_flower()
     # The server evaluates while the clients wait, so it may use every core.
     torch.set_num_threads(cfg.resources.total_cpus or available_cpus())
     result: dict = {}
     stop = threading.Event()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (float(resume["wall_s"]) if resume is not None else 0.0)
     status, error = "completed", None
     ray_dir = new_ray_dir()
+    (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
     try:
         with _stop_on_sigint(stop):
             run_simulation(
-                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop),
+                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume),
                 client_app=client_app,
                 num_supernodes=cfg.clients.num,
                 backend_config=backend_config(cfg, ray_dir, verbose),
@@ -204,12 +216,71 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
         if "thread" in result and result["thread"] is not threading.current_thread():
             result["thread"].join()
         end_ray(ray_dir)
+        (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
         summary = finish(run_dir, cfg, initial=result.get("initial"),
                          wall_s=time.perf_counter() - t0, status=status, error=error)
     if summary["status"] == "completed":
+        (run_dir.path / CHECKPOINT).unlink(missing_ok=True)
         log(f"done in {summary['wall_s']:.0f} s: CA {summary['clean_accuracy']:.3f}  "
             f"ASR {summary['attack_success_rate']:.3f}  → {run_dir.path}/summary.md")
     return summary
+
+
+def status_of(run_dir: str | Path) -> str | None:
+    """The ``status`` in ``run_dir``'s summary.json (None: no readable summary)."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resumable(run_dir: str | Path) -> bool:
+    """``run_dir`` holds a config and the checkpoint of a run that did not complete."""
+    p = Path(run_dir)
+    return (p / "config.toml").is_file() and (p / CHECKPOINT).is_file() and status_of(p) != "completed"
+
+
+def end_leftover_session(run_dir: Path) -> None:
+    """End the Ray session a killed run (``kill -9``: no cleanup ran) left behind, as
+    recorded in its directory; only a folder fedsim itself named is touched."""
+    note = run_dir / RAY_SESSION
+    if not note.is_file():
+        return
+    ray_dir = Path(note.read_text().strip())
+    if ray_dir.is_absolute() and ray_dir.name.startswith(RAY_PREFIX):
+        end_ray(ray_dir, grace_s=1.0)
+    note.unlink()
+
+
+def resume(run_dir: str | Path, *, verbose: bool = False, log=None) -> dict:
+    """Continue the run in ``run_dir`` after the last round its checkpoint holds: the rounds
+    after it (written before a kill) are dropped and redone, and the final numbers equal an
+    uninterrupted run's with the same seed on the same machine. ConfigError when ``run_dir``
+    cannot be resumed (no such run, completed, no checkpoint, or a config that no longer
+    validates)."""
+    path = Path(run_dir)
+    if not (path / "config.toml").is_file():
+        raise ConfigError(f"{str(path)!r} is not a run directory (no config.toml); "
+                          "resume takes the directory a `fedsim run --out` wrote")
+    if status_of(path) == "completed":
+        raise ConfigError(f"{str(path)!r} holds a completed run; nothing to resume")
+    if not (path / CHECKPOINT).is_file():
+        raise ConfigError(f"{str(path)!r} has no {CHECKPOINT}: the run ended before its first "
+                          "round was recorded; start it again with fedsim run")
+    cfg = load(path / "config.toml")
+    try:
+        checkpoint = load_checkpoint(path / CHECKPOINT)
+        done = int(checkpoint["round"])
+        for key in ("global", "strategy", "rng", "initial", "wall_s"):
+            checkpoint[key]
+    except Exception as e:
+        raise ConfigError(f"{str(path / CHECKPOINT)!r} is not a fedsim checkpoint: {describe(e)}") from None
+    if not 1 <= done <= cfg.rounds:
+        raise ConfigError(f"{str(path / CHECKPOINT)!r} is of round {done}; the config has rounds={cfg.rounds}")
+    end_leftover_session(path)
+    run_dir = RunDirectory(path)
+    run_dir.keep_rounds(done)
+    return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint)
 
 
 def load(path: str | Path | None, overrides=()) -> Config:
@@ -240,6 +311,18 @@ def main_validate(config: str, overrides: list[str]) -> int:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2
     print(f"ok: {outline(cfg)}")
+    return 0
+
+
+def main_resume(run_dir: str, verbose: bool) -> int:
+    try:
+        summary = resume(run_dir, verbose=verbose)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    if summary["status"] != "completed":
+        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir}/rounds.jsonl", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,11 @@ each once, with the integer partition id they were sent as. The extra inputs a r
 ``takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``) are
 kept here and passed in. An optional server-side step (``post_aggregate``, e.g. fine-tuning on
 server data) maps the new global model before it is sent.
+
+Resuming: ``state_dict()`` holds everything the strategy carries from round to round (the
+rules' history and previous aggregate, the round reached, the global model each ``remember``
+node last received); ``load_state_dict`` on a fresh strategy continues from there — Flower's
+loop counts its rounds from 1 again, and the strategy adds the rounds already done.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from flwr.supercore import log
 
 from strategies.detection import detection_counts
 from strategies.inputs import inputs_of
+
+# The train message's record holding, after a resume, the global model a remembered node last
+# received (the node's own memory did not survive the restart).
+NODE_MEMORY = "node-memory"
 
 # Updates with Σ num-examples above this are implausible for a simulated client and rejected.
 MAX_NUM_EXAMPLES = 10**7
@@ -56,7 +65,10 @@ class RobustStrategy(Strategy):
     ``round_config_fn(round) -> dict``: per-round entries added to the train config.
     ``post_aggregate(global_arrays, round) -> arrays``: a server-side step on the aggregated
     model (same keys, shapes and dtypes) before it is sent; its output is checked for NaN/Inf
-    like the aggregate."""
+    like the aggregate.
+    ``remember``: partition ids whose node keeps the global models it received between rounds
+    (Neurotoxin's attacker): the strategy keeps the last one sent to each, so that a resumed
+    run hands it back (``NODE_MEMORY``) the first time the node trains again."""
 
     def __init__(
         self,
@@ -73,6 +85,7 @@ class RobustStrategy(Strategy):
         round_config_fn: Callable[[int], dict] | None = None,
         post_aggregate: PostAggregate | None = None,
         weigh_by_examples: bool = True,
+        remember: Iterable[int] = (),
     ) -> None:
         self.rule, self.params = rule, dict(params or {})
         self.num_partitions, self.per_round = num_partitions, per_round
@@ -90,6 +103,30 @@ class RobustStrategy(Strategy):
         self._global: dict[str, np.ndarray] | None = None
         self._sent: dict[int, int] = {}  # node id → partition id, this round
         self.last_round: dict = {}
+        self.rounds_done = 0  # rounds of earlier sessions of a resumed run
+        self.remember = set(remember)
+        self.last_sent: dict[int, ArrayRecord] = {}  # remembered partition → last global sent
+        self._restore: dict[int, ArrayRecord] = {}  # … still to hand back after a resume
+
+    # -- resuming ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What the next round depends on, as tensors and ints (``torch.load(weights_only=True)``
+        reads it back): rounds done, the rules' history and previous aggregate, and the global
+        model each remembered node last received."""
+        return {
+            "rounds_done": self.last_round.get("round", self.rounds_done),
+            "history": {str(p): h for p, h in self.history.items()},
+            "previous": self.previous,
+            "last_sent": {str(p): {k: torch.from_numpy(a.numpy()) for k, a in rec.items()}
+                          for p, rec in {**self._restore, **self.last_sent}.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rounds_done = int(state["rounds_done"])
+        self.history = {int(p): h for p, h in state["history"].items()}
+        self.previous = state["previous"]
+        self._restore = {int(p): ArrayRecord({k: Array(t.numpy()) for k, t in arrays.items()})
+                         for p, arrays in state["last_sent"].items()}
 
     # -- Flower interface ------------------------------------------------------------------
     def summary(self) -> None:
@@ -100,6 +137,7 @@ class RobustStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         t0 = time.perf_counter()
+        server_round += self.rounds_done
         if not self.node_of:
             self.node_of = self._discover(grid)
         partitions = sorted(self.node_of)
@@ -114,11 +152,21 @@ class RobustStrategy(Strategy):
         content = RecordDict({"arrays": arrays, "config": cfg})
         bytes_down = arrays.count_bytes() * len(chosen)
         self.last_round = {"round": server_round, "t0": t0, "participants": chosen, "bytes_down": bytes_down}
-        return [Message(content=content, dst_node_id=self.node_of[p], message_type=MessageType.TRAIN) for p in chosen]
+        messages = []
+        for p in chosen:
+            node_content = content
+            if p in self._restore:
+                # not protocol traffic but the simulation restoring a node's memory: not in bytes_down
+                node_content = RecordDict({"arrays": arrays, "config": cfg, NODE_MEMORY: self._restore.pop(p)})
+            if p in self.remember:
+                self.last_sent[p] = arrays
+            messages.append(Message(content=node_content, dst_node_id=self.node_of[p], message_type=MessageType.TRAIN))
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.rounds_done
         stats = self.last_round
         replies = list(replies)
         per_node = Counter(msg.metadata.src_node_id for msg in replies)

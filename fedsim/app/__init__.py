@@ -8,7 +8,8 @@ strategies/. Data flow through it once, top to bottom:
   Message ↔ the objects ``build`` made. ``fedsim run`` drives them through Flower's simulation
   engine (``fedsim.runner``); ``client_app`` and ``server_app`` are what ``flwr run .`` and the
   Deployment Engine load (pyproject ``[tool.flwr.app.components]``).
-- ``recorder``: each round → rounds.jsonl and a progress line; ``finish`` → the summaries.
+- ``recorder``: each round → rounds.jsonl, a progress line and the checkpoint a resumed run
+  starts from; ``finish`` → the summaries.
 """
 
 from fedsim.app.attack_plan import (
@@ -27,15 +28,17 @@ from fedsim.app.build import (
     check_strategy,
     client_seed,
     config_checks,
+    fault_of,
     resolve_badclip,
     root_update_fn,
     round_lr,
 )
 from fedsim.app.client_app import client_app
-from fedsim.app.recorder import Recorder, finish, lifespan
+from fedsim.app.recorder import CHECKPOINT, Recorder, finish, lifespan, load_checkpoint
 from fedsim.app.server_app import RunStopped, StoppableGrid, make_server_app, run_server, server_app
 
 __all__ = [
+    "CHECKPOINT",
     "AttackPlan",
     "Recorder",
     "RunStopped",
@@ -50,8 +53,10 @@ __all__ = [
     "client_app",
     "client_seed",
     "config_checks",
+    "fault_of",
     "finish",
     "lifespan",
+    "load_checkpoint",
     "make_server_app",
     "resolve_badclip",
     "root_update_fn",

@@ -64,6 +64,24 @@ def client_seed(cfg: Config, server_round: int, partition_id: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, server_round, partition_id]).generate_state(1)[0])
 
 
+# spawn key of the fault draws: independent of every other seed derived from (seed, round, pid)
+_FAULTS = 0xFA17
+
+
+def fault_of(cfg: Config, server_round: int, partition_id: int) -> str | None:
+    """The failure ``cfg.faults`` injects into client ``partition_id`` in ``server_round``:
+    "crash", "straggle", "drop" or None, from one uniform draw u per (seed, round, partition):
+    crash if u < crash_rate, else straggle if u < crash_rate + straggler_rate, else drop if
+    u < crash_rate + straggler_rate + drop_rate."""
+    f = cfg.faults
+    u = np.random.default_rng([cfg.seed, server_round, partition_id, _FAULTS]).random()
+    for kind, rate in (("crash", f.crash_rate), ("straggle", f.straggler_rate), ("drop", f.drop_rate)):
+        if u < rate:
+            return kind
+        u -= rate
+    return None
+
+
 # -- dataset and model -------------------------------------------------------------------------
 @lru_cache(maxsize=64)
 def _partition(config_json: str, partition_id: int, image_size: int):
@@ -181,6 +199,8 @@ def build_strategy(cfg: Config) -> RobustStrategy:
         root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name))
         if "root_update" in inputs_of(rule) else None,
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
+        # Neurotoxin's attacker node remembers the global models it received (its mask)
+        remember=cfg.malicious if cfg.attack.update.name == "neurotoxin" else (),
     )
 
 

@@ -8,14 +8,17 @@ client needs nothing but its ``partition-id`` node config; ``config`` + ``server
 
 from __future__ import annotations
 
+import time
+
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.honest import LocalSetup
-from fedsim.app.build import build_client, client_seed
+from fedsim.app.build import build_client, client_seed, fault_of
 from fedsim.config import Config
 from fedsim.records import from_array_record, to_array_record
+from strategies.robust_strategy import NODE_MEMORY
 
 CONFIG_KEY = "fedsim-config"
 # What a Neurotoxin attacker's node remembers between rounds (Flower context state).
@@ -31,10 +34,17 @@ def client_query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"info": MetricRecord({"partition-id": pid})}), reply_to=msg)
 
 
-def _remember_global(context: Context, arrays) -> tuple[dict, dict] | None:
+class InjectedCrash(RuntimeError):
+    """A crash ``faults.crash_rate`` asked for."""
+
+
+def _remember_global(context: Context, arrays, restored=None) -> tuple[dict, dict] | None:
     """Keep the last two global models in the node's state; the (previous, current) pair once
-    there are two."""
+    there are two. ``restored``: the global model this node last received before the run was
+    resumed (its state did not survive the restart)."""
     state = context.state.array_records
+    if restored is not None and CURRENT_GLOBAL not in state:
+        state[CURRENT_GLOBAL] = restored
     if CURRENT_GLOBAL in state:
         state[PREVIOUS_GLOBAL] = state[CURRENT_GLOBAL]
     state[CURRENT_GLOBAL] = arrays
@@ -51,10 +61,15 @@ def client_train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(cfg.resources.client_threads)
     pid = int(context.node_config["partition-id"])
     server_round = int(config["server-round"])
+    fault = fault_of(cfg, server_round, pid)
+    if fault == "crash":
+        raise InjectedCrash(f"injected crash (faults.crash_rate={cfg.faults.crash_rate})")
+    if fault == "straggle":
+        time.sleep(cfg.faults.round_timeout_s + 1.0)  # the server has stopped waiting
     arrays = msg.content.array_records["arrays"]
     last_globals = None
     if pid in cfg.malicious and cfg.attack.update.name == "neurotoxin":
-        last_globals = _remember_global(context, arrays)
+        last_globals = _remember_global(context, arrays, msg.content.array_records.get(NODE_MEMORY))
     client = build_client(cfg, config_json, pid, last_globals)
     setup = LocalSetup(
         epochs=cfg.clients.local_epochs,

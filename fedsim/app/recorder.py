@@ -1,11 +1,17 @@
 """What a run leaves in its directory: each round's metrics in rounds.jsonl as soon as it is
-evaluated (with a progress line), and at the end summary.json, summary.md and the plot."""
+evaluated (with a progress line) and a checkpoint to resume from, and at the end summary.json,
+summary.md and the plot."""
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.app.attack_plan import schedule_of
@@ -13,23 +19,78 @@ from fedsim.config import Config, eval_classes
 from fedsim.report import RunDirectory, summarize
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that a kill at
+    any moment leaves either the previous checkpoint or this one, whole: a temporary file,
+    flushed to disk, then renamed over the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by ``save_checkpoint``; a file users bring is untrusted, so nothing
+    but tensors and plain containers is unpickled (``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> dict:
+    """This process's global RNG states (torch, numpy, random), as tensors and lists. fedsim
+    seeds every draw it makes from (seed, round, partition), so these are kept only so that
+    no library's use of a global generator can tell a resumed run from an uninterrupted one."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "random": [version, list(internal), gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 class Recorder:
     """Flower's ``evaluate_fn``: evaluate the global model of each round with ``evaluate``,
-    append the round to ``run_dir`` with what the strategy saw in it (``round_stats()``), and
-    log a progress line. Returns the scalar metrics, which Flower keeps in its ``Result``."""
+    append the round to ``run_dir`` with what the strategy saw in it (``round_stats()``), log a
+    progress line and hand the round to ``checkpoint(round, arrays, initial metrics)``. Returns
+    the scalar metrics, which Flower keeps in its ``Result``.
+
+    Resumed after round ``rounds_done`` (Flower counts from 1 again), it adds those rounds to
+    Flower's count and answers Flower's round-0 call with the ``initial`` metrics the first
+    session measured, without evaluating."""
 
     def __init__(self, run_dir: RunDirectory, evaluate: Callable[[ArrayRecord], dict],
-                 round_stats: Callable[[], dict], *, log=print):
+                 round_stats: Callable[[], dict], *, log=print,
+                 checkpoint: Callable[[int, ArrayRecord, dict], None] | None = None,
+                 rounds_done: int = 0, initial: dict | None = None):
         self.run_dir, self.evaluate, self.round_stats, self.log = run_dir, evaluate, round_stats, log
+        self.checkpoint, self.rounds_done, self.initial = checkpoint, rounds_done, initial
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        if server_round == 0 and self.rounds_done:
+            self.log(f"resuming after round {self.rounds_done}")
+            return MetricRecord(self.initial)
         metrics = self.evaluate(arrays)
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         if server_round == 0:
+            self.initial = scalars
             self.log(f"round  0  CA {metrics['clean_accuracy']:.3f}  "
                      f"ASR {metrics['attack_success_rate']:.3f}  (initial model)")
         else:
-            self.record(server_round, metrics)
-        return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, float)})
+            self.record(server_round + self.rounds_done, metrics)
+            if self.checkpoint is not None:
+                self.checkpoint(server_round + self.rounds_done, arrays, self.initial)
+        return MetricRecord(scalars)
 
     def record(self, server_round: int, metrics: dict) -> None:
         stats = dict(self.round_stats())

@@ -8,47 +8,68 @@ from __future__ import annotations
 import threading
 import time
 
+import torch
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.app.build import build_server, config_checks
+from fedsim.app.build import build_server, config_checks, fault_of
 from fedsim.app.client_app import CONFIG_KEY
-from fedsim.app.recorder import Recorder, finish
+from fedsim.app.recorder import CHECKPOINT, Recorder, finish, rng_state, save_checkpoint, set_rng_state
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.records import to_array_record
 from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
 
 
-def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print) -> dict:
+def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
+               resume: dict | None = None) -> dict:
     """Train ``cfg.rounds`` rounds on ``grid``; write each round to ``run_dir`` as soon as it
-    is evaluated. Returns the initial model's metrics."""
+    is evaluated, and after it the checkpoint (``CHECKPOINT``) to resume from. With ``resume``
+    (a checkpoint) it continues after that checkpoint's round instead. Returns the initial
+    model's metrics."""
     server = build_server(cfg, log=log)
     if server.cfg is not cfg:
         run_dir.write_config(server.cfg.to_toml())
         log("optimised the BadCLIP patch; its pixels are in config.toml")
+    t0 = time.perf_counter()
+    wall_before = 0.0
+    initial_arrays = to_array_record(server.initial)
+    if resume is not None:
+        server.strategy.load_state_dict(resume["strategy"])
+        set_rng_state(resume["rng"])
+        wall_before = float(resume["wall_s"])
+        initial_arrays = to_array_record(resume["global"])
+
+    def checkpoint(server_round: int, arrays, initial: dict) -> None:
+        save_checkpoint(run_dir.path / CHECKPOINT, {
+            "round": server_round,
+            "global": {k: torch.from_numpy(a.numpy()) for k, a in arrays.items()},
+            "strategy": server.strategy.state_dict(),
+            "rng": rng_state(),
+            "initial": dict(initial),
+            "wall_s": wall_before + time.perf_counter() - t0,
+        })
+
+    done = server.strategy.rounds_done
+    if cfg.faults.drop_rate:
+        grid = LossyGrid(grid, cfg)
     result = server.strategy.start(
         grid=grid,
-        initial_arrays=to_array_record(server.initial),
-        num_rounds=cfg.rounds,
-        timeout=3600,
+        initial_arrays=initial_arrays,
+        num_rounds=cfg.rounds - done,
+        timeout=cfg.faults.round_timeout_s,
         train_config=ConfigRecord({CONFIG_KEY: server.cfg.model_dump_json()}),
-        evaluate_fn=Recorder(run_dir, server.evaluate, lambda: server.strategy.last_round, log=log),
+        evaluate_fn=Recorder(run_dir, server.evaluate, lambda: server.strategy.last_round, log=log,
+                             checkpoint=checkpoint, rounds_done=done,
+                             initial=resume["initial"] if resume is not None else None),
     )
     return dict(result.evaluate_metrics_serverapp[0])
 
 
-class RunStopped(Exception):
-    """The ServerApp stopped waiting because the run was stopped (Ctrl-C, or the simulation
-    runtime failed)."""
+class GridWrapper(Grid):
+    """A Grid that passes everything to ``grid``; subclasses change ``send_and_receive``."""
 
-
-class StoppableGrid(Grid):
-    """``grid``, whose waits for replies end as soon as ``stop`` is set: the ServerApp thread
-    then raises RunStopped at once instead of waiting out the round's timeout, a wait that
-    kept a failed or interrupted ``fedsim run`` process alive."""
-
-    def __init__(self, grid: Grid, stop: threading.Event):
-        self._grid, self._stop = grid, stop
+    def __init__(self, grid: Grid):
+        self._grid = grid
 
     def set_run(self, run) -> None:
         self._grid.set_run(run)
@@ -70,6 +91,50 @@ class StoppableGrid(Grid):
         return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages, *, timeout: float | None = None) -> list[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class LossyGrid(GridWrapper):
+    """``grid``, losing the train replies ``faults.drop_rate`` drops on their way to the server
+    (``fault_of``: the round from the message sent, the partition from the reply)."""
+
+    def __init__(self, grid: Grid, cfg: Config):
+        super().__init__(grid)
+        self._cfg = cfg
+
+    def send_and_receive(self, messages, *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        rounds = {int(m.content.config_records["config"]["server-round"])
+                  for m in messages if "config" in m.content.config_records}
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if not rounds:
+            return replies  # not a train round (partition discovery)
+        server_round = rounds.pop()
+
+        def lost(reply: Message) -> bool:
+            if not reply.has_content() or "metrics" not in reply.content.metric_records:
+                return False
+            pid = reply.content.metric_records["metrics"].get("partition-id")
+            return type(pid) is int and fault_of(self._cfg, server_round, pid) == "drop"
+
+        return [r for r in replies if not lost(r)]
+
+
+class RunStopped(Exception):
+    """The ServerApp stopped waiting because the run was stopped (Ctrl-C, or the simulation
+    runtime failed)."""
+
+
+class StoppableGrid(GridWrapper):
+    """``grid``, whose waits for replies end as soon as ``stop`` is set: the ServerApp thread
+    then raises RunStopped at once instead of waiting out the round's timeout, a wait that
+    kept a failed or interrupted ``fedsim run`` process alive."""
+
+    def __init__(self, grid: Grid, stop: threading.Event):
+        super().__init__(grid)
+        self._stop = stop
+
+    def send_and_receive(self, messages, *, timeout: float | None = None) -> list[Message]:
         if self._stop.is_set():
             raise RunStopped("the run was stopped")
         pending = set(self.push_messages(messages))
@@ -85,17 +150,18 @@ class StoppableGrid(Grid):
 
 
 def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: dict | None = None,
-                    stop: threading.Event | None = None) -> ServerApp:
+                    stop: threading.Event | None = None, resume: dict | None = None) -> ServerApp:
     """A ServerApp bound to an already validated config (used by ``fedsim run``). Setting
     ``stop`` ends it at its next wait for replies (RunStopped); ``result`` receives the initial
-    model's metrics and the thread it runs in."""
+    model's metrics and the thread it runs in; ``resume``: a checkpoint to continue from."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         if result is not None:
             result["thread"] = threading.current_thread()
-        initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir, log=log)
+        initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir,
+                             log=log, resume=resume)
         if result is not None:
             result["initial"] = initial
 
