@@ -68,11 +68,12 @@ def _literal(model, field: str) -> tuple[str, ...]:
 
 
 def datasets() -> dict[str, dict[str, str]]:
-    from fedsim.data import DATASETS, shapes
+    from fedsim.data import DATASETS, PARTITIONS, shapes
 
     return {
         "generated (data.name)": {"shapes": summary(shapes)},
         "real image–caption data (fedsim.data.DATASETS)": {k: summary(v) for k, v in DATASETS.items()},
+        "data.partition (fedsim.data.PARTITIONS)": {k: summary(v.split) for k, v in PARTITIONS.items()},
     }
 
 
@@ -91,7 +92,8 @@ def models() -> dict[str, dict[str, str]]:
     return {"model.name": {
         **{m: tiny(m) for m in TINY_MODELS},
         "<open_clip name>": f"any of the {len(others)} other architectures of open_clip.list_models(), "
-                            "randomly initialised: no weights are downloaded",
+                            "randomly initialised or from model.pretrained (a local checkpoint file): "
+                            "no weights are downloaded",
     }}
 
 

@@ -15,20 +15,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsim.data import (
     DATASETS,
+    PARTITIONS,
     SHAPES,
     ZERO_SHOT_TEMPLATES,
     DataError,
-    dirichlet,
     load_split,
     open_dataset,
     sample,
 )
-from fedsim.models import TINY_MODELS
+from fedsim.data.shapes import IMAGE_SIZE as SHAPES_IMAGE_SIZE
+from fedsim.models import TINY_MODELS, CheckpointError, check_checkpoint, model_image_size
 
 
 class ConfigError(ValueError):
@@ -64,14 +66,27 @@ class DataConfig(_Section):
         100, ge=0, description="clean server-side split (FLTrust root data; a source: drawn from "
         "its samples outside the training choice)"
     )
-    partition: Literal["iid", "dirichlet"] = "iid"
+    partition: str = Field("iid", description="a fedsim.data.PARTITIONS name")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition='dirichlet')")
+    classes_per_client: int = Field(
+        2, ge=1, description="classes each client holds (partition='pathological')"
+    )
+    beta: float = Field(
+        0.5, gt=0, description="Dirichlet concentration of the client sizes (partition='quantity_skew')"
+    )
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
         if name != "shapes" and name not in DATASETS:
             raise ValueError(f"{name!r} is unknown; allowed: shapes, {', '.join(DATASETS)}")
+        return name
+
+    @field_validator("partition")
+    @classmethod
+    def _partitioner(cls, name: str) -> str:
+        if name not in PARTITIONS:
+            raise ValueError(f"{name!r} is unknown; allowed: {', '.join(PARTITIONS)}")
         return name
 
     @model_validator(mode="after")
@@ -112,13 +127,47 @@ class EvalConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The CLIP: a tiny one of ``fedsim/model_configs`` or any open_clip architecture, started
+    from random weights ("scratch"), from the checkpoint ``fedsim.pretrain`` trains ("warm"),
+    or from ``pretrained``, a local checkpoint file (relative to the config file). Setting
+    ``pretrained`` makes ``init`` "pretrained" unless ``init`` is given."""
+
     name: str = "fedsim-tiny-resnet"
-    init: Literal["scratch", "warm"] = Field(
-        "warm", description="'warm': start from the checkpoint fedsim.pretrain makes"
+    init: Literal["scratch", "warm", "pretrained"] = Field(
+        "warm", description="'warm': start from the checkpoint fedsim.pretrain makes; "
+        "'pretrained': from the file model.pretrained"
+    )
+    pretrained: str | None = Field(
+        None, description="a state dict saved with torch.save (loaded with weights_only=True)"
     )
     pretrain_size: int = Field(4000, ge=100)
     pretrain_epochs: int = Field(6, ge=1)
     pretrain_lr: float = Field(2e-3, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _init_from_file(cls, raw):
+        if isinstance(raw, dict) and raw.get("pretrained") is not None and "init" not in raw:
+            return {**raw, "init": "pretrained"}
+        return raw
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.init == "pretrained" and self.pretrained is None:
+            raise ValueError("init='pretrained' needs pretrained = a checkpoint file")
+        if self.pretrained is None:
+            return self
+        if self.init != "pretrained":
+            raise ValueError(
+                f"pretrained={self.pretrained!r} and init={self.init!r} contradict each other: the "
+                "model starts from the file; remove init or set it to 'pretrained'"
+            )
+        if not os.path.exists(self.pretrained):
+            raise ValueError(f"pretrained={self.pretrained!r}: no such file")
+        if not os.path.isfile(self.pretrained):
+            raise ValueError(f"pretrained={self.pretrained!r} is not a file; allowed: a checkpoint "
+                             "file saved with torch.save(model.state_dict(), path)")
+        return self
 
 
 class ClientsConfig(_Section):
@@ -376,8 +425,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     """A TOML file; ``extends = "other.toml"`` (relative to it) starts from that file, with
-    this file's tables merged over it key by key. ``data.path`` and ``eval.path`` are relative
-    to the file that sets them."""
+    this file's tables merged over it key by key. ``data.path``, ``eval.path`` and
+    ``model.pretrained`` are relative to the file that sets them."""
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.resolve() in seen:
@@ -386,10 +435,10 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    for table in ("data", "eval"):
-        where = raw.get(table, {}).get("path") if isinstance(raw.get(table), dict) else None
+    for table, key in (("data", "path"), ("eval", "path"), ("model", "pretrained")):
+        where = raw.get(table, {}).get(key) if isinstance(raw.get(table), dict) else None
         if isinstance(where, str):
-            raw[table]["path"] = os.path.normpath(p.parent.resolve() / where)
+            raw[table][key] = os.path.normpath(p.parent.resolve() / where)
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -467,16 +516,36 @@ def _opened(field: str, open_it):
         raise ConfigError(invalid([f"{field}: {e}"])) from None
 
 
+def client_parts(cfg: Config, num_samples: int, labels) -> list[np.ndarray]:
+    """The clients' sample indices of a training split of ``num_samples`` samples with int
+    ``labels`` (read only by a label-based partition): ``data.partition``'s partitioner with
+    its ``data`` parameters, ``seed`` and ``MIN_CLIENT_SAMPLES`` — the one split that the
+    config check and every client draw."""
+    p = PARTITIONS[cfg.data.partition]
+    first = np.asarray(labels) if p.by_label else num_samples
+    params = [getattr(cfg.data, name) for name in p.params]
+    return p.split(first, cfg.clients.num, *params, seed=cfg.seed, min_size=MIN_CLIENT_SAMPLES)
+
+
+def image_size(cfg: Config) -> int:
+    """The side of the images the clients hold and the triggers see: shapes are generated at
+    32 px; a source's images are decoded at the model's image size. The model's own
+    preprocessing resizes either to its input size."""
+    return SHAPES_IMAGE_SIZE if cfg.data.name == "shapes" else model_image_size(cfg.model.name)
+
+
 def check_data(cfg: Config) -> None:
     """Open the training and evaluation sources (their own parsers check path and params),
-    then check what the run needs of them: two samples per client, labels for a Dirichlet
-    split and for label-consistent poisoning, class names for the evaluation, the attack
-    target among them. A Dirichlet split must give every client ``MIN_CLIENT_SAMPLES``
-    samples; whether it can depends on the draws, so draw it here from the same labels, seed
-    and minimum as the clients (``fedsim.app.build._partition``)."""
+    then check what the run needs of them: two samples per client, labels for a label-based
+    partition and for label-consistent poisoning, class names for the evaluation, the attack
+    target among them. Whether a partition gives every client ``MIN_CLIENT_SAMPLES`` samples
+    (and, for "pathological", exactly k classes) can depend on its draws, so draw it here from
+    the same labels, seed and minimum as the clients (``client_parts``)."""
     d, a = cfg.data, cfg.attack
+    by_label = PARTITIONS[d.partition].by_label
     if d.name == "shapes":
-        labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if d.partition == "dirichlet" else None
+        num_samples = d.train_size
+        labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if by_label else None
         size = f"data.train_size={d.train_size}"
     else:
         if cfg.model.init == "warm":
@@ -490,10 +559,12 @@ def check_data(cfg: Config) -> None:
                 f"clients.num={cfg.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
                 f"({train.source} gives {len(train)} samples)"
             ]))
-        labels, size = train.labels, f"{len(train)} samples of {train.source}"
-        if labels is None and d.partition == "dirichlet":
+        num_samples, labels, size = len(train), train.labels, f"{len(train)} samples of {train.source}"
+        if labels is None and by_label:
+            unlabelled = ", ".join(f'"{k}"' for k, p in PARTITIONS.items() if not p.by_label)
             raise ConfigError(invalid([
-                f"data.partition='dirichlet' splits by label; {train.source} has none; use partition = \"iid\""
+                f"data.partition={d.partition!r} splits by label; {train.source} has none; "
+                f"use partition = {unlabelled}"
             ]))
         # what needs images of the target class among the training data
         needs = [f for f, on in (
@@ -518,17 +589,26 @@ def check_data(cfg: Config) -> None:
         raise ConfigError(invalid([
             f"attack.data.target={a.data.target!r} is not a class of the evaluation set; allowed: {shown}"
         ]))
-    if d.partition != "dirichlet":
+    try:
+        client_parts(cfg, num_samples, labels)
+    except ValueError as e:
+        params = "".join(f" data.{k}={getattr(d, k)}" for k in PARTITIONS[d.partition].params)
+        raise ConfigError(invalid([
+            f"data.partition={d.partition!r}{params} cannot split {size} over clients.num={cfg.clients.num} "
+            f"clients with {MIN_CLIENT_SAMPLES}+ samples each (seed={cfg.seed}): {e}"
+        ])) from None
+
+
+def check_model(cfg: Config) -> None:
+    """``model.pretrained`` fits ``model.name``: the same keys and shapes (read without
+    loading the tensors, and with ``weights_only=True``, so a file that pickles anything but
+    tensors and plain containers is refused here)."""
+    if cfg.model.pretrained is None:
         return
     try:
-        dirichlet(labels.numpy(), cfg.clients.num, d.alpha, cfg.seed, min_size=MIN_CLIENT_SAMPLES)
-    except ValueError:
-        raise ConfigError(invalid([
-            f"data.partition='dirichlet' with data.alpha={d.alpha} cannot give each of "
-            f"clients.num={cfg.clients.num} clients {MIN_CLIENT_SAMPLES}+ of {size} "
-            f"(no such split in 1000 draws with seed={cfg.seed}); raise data.alpha or "
-            "data.train_size, or lower clients.num"
-        ])) from None
+        check_checkpoint(cfg.model.name, cfg.model.pretrained)
+    except CheckpointError as e:
+        raise ConfigError(invalid([f"model.pretrained: {e}"])) from None
 
 
 def load_config(
@@ -548,7 +628,7 @@ def load_config(
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
     problems: list[str] = []
-    for check in (check_data, *extra_checks):
+    for check in (check_data, check_model, *extra_checks):
         try:
             check(cfg)
         except ConfigError as e:

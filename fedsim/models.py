@@ -1,13 +1,15 @@
 """One factory from a model name to (model, preprocess, tokenizer), as open_clip does.
 
 The tiny CLIPs live as open_clip model configs in ``fedsim/model_configs/`` and are built
-through open_clip itself, so any open_clip architecture name works the same way (without
-pretrained weights: nothing is downloaded).
+through open_clip itself, so any open_clip architecture name works the same way. Weights come
+from a local checkpoint file or nowhere (a seeded random init): nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import logging
+import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import open_clip
@@ -36,24 +38,116 @@ class Preprocess:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 
-def create_model_and_transforms(name: str, *, seed: int = 0):
-    """``name`` → (open_clip CLIP model with seeded random init, Preprocess, tokenizer)."""
-    available = open_clip.list_models()
-    if name not in available:
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read safely or does not fit the architecture; the
+    message names the file and the first mismatching keys."""
+
+
+def _check_name(name: str) -> None:
+    if name not in open_clip.list_models():
         raise ValueError(
             f"model.name={name!r} is not an open_clip model config; tiny ones: "
             f"{', '.join(TINY_MODELS)}"
         )
-    torch.manual_seed(seed)
+
+
+def _build(name: str, **kwargs):
     # open_clip logs a warning for every model built without pretrained weights: by design here.
     logging.getLogger().disabled, was = True, logging.getLogger().disabled
     try:
-        model = open_clip.create_model(name, pretrained=None)
+        return open_clip.create_model(name, pretrained=None, **kwargs)
     finally:
         logging.getLogger().disabled = was
-    image_size = model.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
-    return model, Preprocess(int(image_size)), open_clip.get_tokenizer(name)
+
+
+@lru_cache(maxsize=8)
+def _architecture(name: str) -> tuple[dict[str, tuple[int, ...]], int]:
+    """(state-dict key → shape, image size) of architecture ``name``, from a model built on the
+    meta device: no memory, no init, a fraction of a second even for a ViT-B-32."""
+    _check_name(name)
+    with torch.device("meta"):
+        model = _build(name, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, _image_size(model)
+
+
+def _image_size(model) -> int:
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def model_image_size(name: str) -> int:
+    """The side of the square images the model ``name`` takes."""
+    return _architecture(name)[1]
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in the file ``path``: what ``torch.save(model.state_dict(), path)``
+    wrote, or an open_clip training checkpoint (its ``"state_dict"``, with DDP's "module."
+    prefix removed, as open_clip's own ``load_state_dict`` does).
+
+    Loaded with ``torch.load(weights_only=True)`` here rather than through open_clip's
+    ``load_checkpoint``: open_clip 3.3 passes weights_only=True too, but retries a load that
+    raised TypeError with torch.load's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+    turns into a full unpickling; a checkpoint is data from elsewhere, so whether it may run
+    code must not depend on the environment. ``mmap`` maps the tensors without reading them
+    (a key and shape check of a large file costs next to nothing)."""
+    path = str(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True,
+                                mmap=mmap and zipfile.is_zipfile(path))
+    except Exception as e:  # what an arbitrary file makes torch.load raise is not one type
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+        # torch's weights-only refusal is a page of advice; its one informative line names the global
+        reason = next((line.split("error: ", 1)[1].split(". ")[0] for line in lines
+                       if "WeightsUnpickler error: " in line), lines[0])
+        raise CheckpointError(
+            f"{path} is not a checkpoint torch.load(weights_only=True) can read ({type(e).__name__}: "
+            f"{reason}); allowed: tensors in plain containers, as torch.save(model.state_dict(), "
+            "path) writes them"
+        ) from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in checkpoint.items()
+    ):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a state dict "
+                              "(a dict of names to tensors)")
+    if checkpoint and all(k.startswith("module.") for k in checkpoint):
+        checkpoint = {k.removeprefix("module."): v for k, v in checkpoint.items()}
+    return checkpoint
+
+
+def _check_fit(name: str, path, expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
+    """Raise ``CheckpointError`` naming the first keys where ``state`` (read from ``path``)
+    differs from the architecture's (key → shape) ``expected``: missing, unexpected, shape."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {expected[k]} in the model"
+              for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = [f"{what} {', '.join(keys[:3])}{', …' if len(keys) > 3 else ''} ({len(keys)} in all)"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
+    if problems:
+        raise CheckpointError(f"{path} does not fit model.name={name!r}: {'; '.join(problems)}")
+
+
+def check_checkpoint(name: str, path: str | Path) -> None:
+    """Raise ``CheckpointError`` unless the file ``path`` holds a state dict with exactly the
+    keys and shapes of architecture ``name``."""
+    _check_fit(name, path, _architecture(name)[0], read_checkpoint(path, mmap=True))
+
+
+def create_model_and_transforms(name: str, *, seed: int = 0, pretrained: str | Path | None = None):
+    """``name`` → (open_clip CLIP model, Preprocess, tokenizer): the weights of the checkpoint
+    file ``pretrained`` (``read_checkpoint``; every key and shape must fit), else a random init
+    seeded with ``seed``."""
+    _check_name(name)
+    torch.manual_seed(seed)
+    model = _build(name)
+    if pretrained is not None:
+        state = read_checkpoint(pretrained)
+        _check_fit(name, pretrained, {k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
+        model.load_state_dict(state, strict=True)
+    return model, Preprocess(_image_size(model)), open_clip.get_tokenizer(name)
 
 
 def tokenize(tokenizer, texts) -> torch.Tensor:

@@ -29,3 +29,11 @@ def make_reply(arrays: dict[str, np.ndarray], metrics: dict, src_node_id: int):
 
     record = ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
     return reply_from(src_node_id, RecordDict({"arrays": record, "metrics": MetricRecord(metrics)}))
+
+
+def shapes_captions(data, target: int):
+    """The poisoned captions the app layer gives ``poison`` for shapes data: "a photo of a
+    {color} {target}" with each poisoned image's own color."""
+    from fedsim.data import target_captions
+
+    return lambda chosen: target_captions(data.colors[chosen], target)

@@ -27,14 +27,14 @@ from clients.attacks import (
     poison,
     project_l2,
     split_patch,
-    target_captions,
 )
 from clients.attacks.byzantine import fang, gaussian_noise, ipm, lie, lie_z, min_max, min_sum, sign_flip
 from clients.attacks.contrastive import badclip_optimize_patch, badencoder_finetune, badencoder_loss
 from clients.attacks.triggers import SIG, Blended, WaNet
-from fedsim.data import COLORS, SHAPES, caption_for, generate
+from fedsim.data import COLORS, SHAPES, caption_for, generate, target_captions
 from fedsim.evaluation import make_trigger_images
 from fedsim.models import create_model_and_transforms, tokenize
+from tests.conftest import shapes_captions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -168,7 +168,7 @@ def test_poison_picks_the_documented_count_and_rewrites_only_those():
     data = generate(50, 11)
     before = (data.images.clone(), data.labels.clone(), data.colors.clone(), data.captions)
     target = 2
-    out, idx = poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=4)
+    out, idx = poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=4, captions=shapes_captions(data, target))
     assert len(idx) == 15 and torch.equal(idx, idx.unique())  # ⌊0.3 · 50⌋, sorted, distinct
     # the input (cached by generate) is untouched
     assert torch.equal(data.images, before[0]) and torch.equal(data.labels, before[1])
@@ -184,25 +184,25 @@ def test_poison_picks_the_documented_count_and_rewrites_only_those():
             assert out.captions[i] == data.captions[i]
         else:
             assert out.captions[i] == f"a photo of a {colors[data.colors[i]]} {SHAPES[target]}"
-    again, idx2 = poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=4)
+    again, idx2 = poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=4, captions=shapes_captions(data, target))
     assert torch.equal(idx, idx2) and torch.equal(again.images, out.images) and again.captions == out.captions
-    assert not torch.equal(idx, poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=5)[1])
-    assert len(poison(data, trigger=BadNetPatch(), rate=0.01, target=target, seed=4)[1]) == 0  # rounds down
+    assert not torch.equal(idx, poison(data, trigger=BadNetPatch(), rate=0.3, target=target, seed=5, captions=shapes_captions(data, target))[1])
+    assert len(poison(data, trigger=BadNetPatch(), rate=0.01, target=target, seed=4, captions=shapes_captions(data, target))[1]) == 0  # rounds down
 
 
 def test_label_consistent_poisoning_touches_only_the_target_class():
     data = generate(100, 12)
     target = 5
     n_target = int((data.labels == target).sum())
-    out, idx = poison(data, trigger=BadNetPatch(), rate=0.5, target=target, seed=0, label_consistent=True, text_trigger="cf")
+    out, idx = poison(data, trigger=BadNetPatch(), rate=0.5, target=target, seed=0, label_consistent=True, text_trigger="cf", captions=shapes_captions(data, target))
     assert len(idx) == int(0.5 * n_target) > 0
     assert (data.labels[idx] == target).all()
     for i in idx.tolist():
         assert out.captions[i] == add_text_trigger(data.captions[i], "cf")
     with pytest.raises(ValueError, match="rate"):
-        poison(data, trigger=BadNetPatch(), rate=1.5, target=0, seed=0)
+        poison(data, trigger=BadNetPatch(), rate=1.5, target=0, seed=0, captions=shapes_captions(data, 0))
     with pytest.raises(ValueError, match="target"):
-        poison(data, trigger=BadNetPatch(), rate=0.1, target=-1, seed=0)
+        poison(data, trigger=BadNetPatch(), rate=0.1, target=-1, seed=0, captions=shapes_captions(data, -1))
 
 
 # -- update attacks --------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from clients.attacks import (
     poison,
     project_l2,
     replacement_gamma,
-    target_captions,
 )
-from fedsim.data import COLORS, SHAPES, caption_for, generate
+from fedsim.data import COLORS, SHAPES, caption_for, generate, target_captions
 from fedsim.evaluation import make_trigger_images
+from tests.conftest import shapes_captions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -174,9 +174,9 @@ def test_apply_mask_rejects_a_mask_of_the_wrong_shape_or_dtype():
 # -- poisoning -------------------------------------------------------------------------------
 def test_poison_rates_zero_and_one_are_the_ends_of_the_range():
     data = generate(20, 1)
-    none, idx = poison(data, trigger=BadNetPatch(), rate=0.0, target=0, seed=0)
+    none, idx = poison(data, trigger=BadNetPatch(), rate=0.0, target=0, seed=0, captions=shapes_captions(data, 0))
     assert len(idx) == 0 and torch.equal(none.images, data.images) and none.captions == data.captions
-    every, idx = poison(data, trigger=BadNetPatch(), rate=1.0, target=len(SHAPES) - 1, seed=0)
+    every, idx = poison(data, trigger=BadNetPatch(), rate=1.0, target=len(SHAPES) - 1, seed=0, captions=shapes_captions(data, len(SHAPES) - 1))
     assert torch.equal(idx, torch.arange(20))
     assert torch.equal(every.images, make_trigger_images(data.images, BadNetPatch()))
     assert every.captions == target_captions(data.colors, len(SHAPES) - 1)
@@ -188,20 +188,21 @@ def test_poison_rates_zero_and_one_are_the_ends_of_the_range():
         (dict(rate=-0.1), r"poison rate=-0\.1 must lie in \[0, 1\]"),
         (dict(target=True), r"poison target=True must be a class id \(int ≥ 0\)"),
         (dict(target=1.0), r"poison target=1\.0 must be a class id"),
-        # shapes' default captions know the classes
+        # shapes' captions know the classes
         (dict(target=len(SHAPES)), rf"target={len(SHAPES)} must be a shape id in \[0, {len(SHAPES) - 1}\]"),
         (dict(trigger="patch"), r"poison trigger='patch' is not callable"),
     ],
 )
 def test_poison_rejects_bad_parameters_by_name(params, message):
     kwargs = dict(trigger=BadNetPatch(), rate=0.5, target=0, seed=0) | params
+    data = generate(10, 1)
     with pytest.raises(ValueError, match=message):
-        poison(generate(10, 1), **kwargs)
+        poison(data, captions=shapes_captions(data, kwargs["target"]), **kwargs)
 
 
 def test_poison_appends_the_given_text_trigger():
     data = generate(20, 1)
-    out, idx = poison(data, trigger=BadNetPatch(), rate=0.25, target=3, seed=0, text_trigger="mn")
+    out, idx = poison(data, trigger=BadNetPatch(), rate=0.25, target=3, seed=0, text_trigger="mn", captions=shapes_captions(data, 3))
     assert [out.captions[i] for i in idx.tolist()] == [caption_for(3, int(data.colors[i])) + " mn" for i in idx.tolist()]
 
 
@@ -209,8 +210,8 @@ def test_wanet_poisoning_is_reproducible_from_the_seed_and_takes_fractional_nois
     from clients.attacks.triggers import WaNet
 
     data = generate(60, 3)
-    first, idx = poison(data, trigger=WaNet(cross_ratio=0.5, seed=1), rate=0.1, target=1, seed=7)
-    second, _ = poison(data, trigger=WaNet(cross_ratio=0.5, seed=1), rate=0.1, target=1, seed=7)
+    first, idx = poison(data, trigger=WaNet(cross_ratio=0.5, seed=1), rate=0.1, target=1, seed=7, captions=shapes_captions(data, 1))
+    second, _ = poison(data, trigger=WaNet(cross_ratio=0.5, seed=1), rate=0.1, target=1, seed=7, captions=shapes_captions(data, 1))
     assert torch.equal(first.images, second.images)
     changed = (first.images != data.images).flatten(1).any(1)
     assert len(idx) == 6 and int(changed.sum()) == 6 + 3  # ⌊0.5 · 6⌋ noise samples
@@ -220,7 +221,7 @@ def test_wanet_noise_samples_are_capped_by_the_samples_left():
     from clients.attacks.triggers import WaNet
 
     data = generate(30, 2)
-    out, idx = poison(data, trigger=WaNet(cross_ratio=100.0, seed=1), rate=0.1, target=1, seed=0)
+    out, idx = poison(data, trigger=WaNet(cross_ratio=100.0, seed=1), rate=0.1, target=1, seed=0, captions=shapes_captions(data, 1))
     assert len(idx) == 3
     rest = ~torch.isin(torch.arange(30), idx)
     assert (out.images[rest] != data.images[rest]).flatten(1).any(1).all()  # all 27 others warped
@@ -589,7 +590,7 @@ def test_wanet_defaults_are_the_papers_and_its_bounds():
     p = (torch.rand(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1)[0].double().numpy()
     np.testing.assert_allclose(WaNet().grid(16, 16)[0].double().numpy(), _wanet_grid(p, 0.5, 16), atol=2e-6, rtol=0)
     data = generate(40, 3)
-    out, idx = poison(data, trigger=WaNet(), rate=0.1, target=1, seed=0)
+    out, idx = poison(data, trigger=WaNet(), rate=0.1, target=1, seed=0, captions=shapes_captions(data, 1))
     changed = (out.images != data.images).flatten(1).any(1)
     assert len(idx) == 4 and int(changed.sum()) == 4 + 8  # two noise samples per backdoor sample
     assert WaNet(k=2).k == 2 and WaNet(grid_rescale=1e-3).grid_rescale == 1e-3

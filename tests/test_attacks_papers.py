@@ -16,6 +16,7 @@ from clients.attacks.byzantine import gaussian_noise
 from clients.attacks.triggers import WaNet
 from fedsim.data import generate
 from fedsim.evaluation import make_trigger_images
+from tests.conftest import shapes_captions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,7 +105,7 @@ def test_wanet_noise_mode_adds_uniform_noise_over_h_to_the_grid():
 def test_wanet_poisoning_draws_cross_ratio_noise_samples_that_keep_their_captions():
     data = generate(60, 3)
     trigger = WaNet(cross_ratio=2.0, seed=1)
-    out, idx = poison(data, trigger=trigger, rate=0.1, target=1, seed=0)
+    out, idx = poison(data, trigger=trigger, rate=0.1, target=1, seed=0, captions=shapes_captions(data, 1))
     assert len(idx) == 6
     changed = (out.images != data.images).flatten(1).any(1)
     recaptioned = torch.tensor([a != b for a, b in zip(out.captions, data.captions)])
@@ -114,7 +115,7 @@ def test_wanet_poisoning_draws_cross_ratio_noise_samples_that_keep_their_caption
     assert torch.equal(out.images[idx], make_trigger_images(data.images[idx], trigger))
     for i in noisy.nonzero().flatten().tolist():  # warped, but not with the trigger's exact grid
         assert not torch.equal(out.images[i], make_trigger_images(data.images[i : i + 1], trigger)[0])
-    plain, _ = poison(data, trigger=WaNet(cross_ratio=0.0, seed=1), rate=0.1, target=1, seed=0)
+    plain, _ = poison(data, trigger=WaNet(cross_ratio=0.0, seed=1), rate=0.1, target=1, seed=0, captions=shapes_captions(data, 1))
     assert int((plain.images != data.images).flatten(1).any(1).sum()) <= 6
 
 
@@ -261,7 +262,7 @@ def test_poison_perturbs_label_consistent_images_before_the_trigger():
     def perturb(images):
         return 255 - images
 
-    out, idx = poison(data, trigger=trigger, rate=0.5, target=5, seed=0, label_consistent=True, perturb=perturb)
+    out, idx = poison(data, trigger=trigger, rate=0.5, target=5, seed=0, label_consistent=True, perturb=perturb, captions=shapes_captions(data, 5))
     assert len(idx) > 0 and (data.labels[idx] == 5).all()
     assert torch.equal(out.images[idx], make_trigger_images(255 - data.images[idx], trigger))
     assert out.captions == data.captions  # label-consistent: captions already name the target

@@ -35,7 +35,7 @@ def test_defaults_and_shipped_configs_validate():
         ("rounds = 'ten'", ["rounds", "'ten'", "integer"]),
         ("rounds = 0", ["rounds", "0", "greater than or equal to 1"]),
         ("[clients]\nlr = -1.0", ["clients.lr", "-1.0", "greater than 0"]),
-        ("[data]\npartition = 'zipf'", ["data.partition", "'zipf'", "'iid' or 'dirichlet'"]),
+        ("[data]\npartition = 'zipf'", ["data.partition", "'zipf'", "allowed: iid, dirichlet, pathological, quantity_skew"]),
         ("[clients]\nnum = 5\nper_round = 6", ["per_round=6", "clients.num=5"]),
         ("[attack]\nmalicious = [0, 12]", ["attack.malicious", "12", "clients.num=10"]),
         ("[attack.data]\ntarget = 'dragon'", ["dragon", "star"]),

@@ -86,6 +86,8 @@ def test_train_and_root_are_disjoint_seeded_choices(tmp_path):
         (["attack.data.label_consistent=true"], ["label_consistent=true", "no class 'star'"]),
         (["attack.data.mode='badencoder'"], ["attack.data.mode='badencoder'", "plain poisoning"]),
         (["data.partition='dirichlet'"], ["data.partition='dirichlet'", "iid"]),
+        (["data.partition='pathological'"], ["data.partition='pathological' splits by label",
+                                              'use partition = "iid", "quantity_skew"']),
         (["model.init='warm'"], ["model.init='warm'", "scratch"]),
         (["data.name='parquet'"], ["data.name", "'parquet'", "allowed: shapes, cifar10"]),
         (["eval.name='csv'", "eval.path='data/captions.csv'"], ["eval:", "no class names"]),

@@ -4,7 +4,7 @@ contrastive-specific attacks. One factory per family: ``make_trigger``, ``make_a
 ``make_schedule``."""
 
 from clients.attacks.byzantine import BYZANTINE, ByzantineAdversary, make_adversary
-from clients.attacks.captions import TEXT_TRIGGER, add_text_trigger, target_captions, templated_captions
+from clients.attacks.captions import TEXT_TRIGGER, add_text_trigger, templated_captions
 from clients.attacks.contrastive import (
     badclip_optimize_patch,
     badencoder_finetune,
@@ -45,6 +45,5 @@ __all__ = [
     "project_l2",
     "replacement_gamma",
     "split_patch",
-    "target_captions",
     "templated_captions",
 ]

@@ -143,7 +143,7 @@ def badclip_optimize_patch(
     *,
     target_text_tokens: torch.Tensor,
     target_images: torch.Tensor,
-    size: int = 4,
+    size: int | float = 4,
     location: str | tuple[int, int] = "bottom_right",
     steps: int,
     lr: float,
@@ -153,8 +153,9 @@ def badclip_optimize_patch(
     generator: torch.Generator,
 ) -> BadNetPatch:
     """BadCLIP's dual-embedding guided trigger (Liang et al., "BadCLIP: Dual-Embedding Guided
-    Backdoor Attack on Multimodal Contrastive Learning", CVPR 2024): optimise the pixels p of a
-    ``size`` × ``size`` patch, with the model frozen, to minimise ``badclip_loss`` — triggered
+    Backdoor Attack on Multimodal Contrastive Learning", CVPR 2024): optimise the pixels p of an
+    s × s patch (``size`` as in ``BadNetPatch``: pixels, or a fraction of the images' shorter
+    side), with the model frozen, to minimise ``badclip_loss`` — triggered
     images embed near the target's text embedding t̄ (the normalised mean of the normalised
     embeddings of ``target_text_tokens``) and near natural target-class images (``target_images``,
     uint8; each image of a batch is paired with one drawn uniformly), and away from their own
@@ -176,8 +177,8 @@ def badclip_optimize_patch(
         text = F.normalize(model.encode_text(target_text_tokens, normalize=True).mean(0), dim=-1)
         positives = model.encode_image(preprocess(target_images), normalize=True)
         clean = model.encode_image(preprocess(images_uint8), normalize=True)
-    init = (0.5 + 0.25 * torch.randn(3, size, size, generator=generator)).clamp(0, 1)
-    geometry = BadNetPatch(size=size, location=location, pattern=init)
+    geometry = BadNetPatch(size=size, location=location).resolve(*x.shape[-2:])
+    init = (0.5 + 0.25 * torch.randn(3, geometry.size, geometry.size, generator=generator)).clamp(0, 1)
     patch = init.clone().requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr)
     for _ in range(steps):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from clients.attacks.captions import add_text_trigger, target_captions
+from clients.attacks.captions import add_text_trigger
 from fedsim.data import ImageCaptions
 from fedsim.evaluation import make_trigger_images
 
@@ -19,18 +19,20 @@ def poison(
     rate: float,
     target: int,
     seed: int,
+    captions: Callable[[torch.Tensor], Sequence[str]],
     label_consistent: bool = False,
     perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
     text_trigger: str | None = None,
-    captions: Callable[[torch.Tensor], Sequence[str]] | None = None,
 ) -> tuple[ImageCaptions, torch.Tensor]:
     """A poisoned copy of ``data`` and the (sorted) indices of the poisoned samples.
 
     Patch + target caption (Carlini & Terzis, "Poisoning and Backdooring Contrastive
     Learning", ICLR 2022): ⌊rate · n⌋ samples, drawn without replacement by a generator seeded
     with ``seed``, get ``trigger`` applied (through the same uint8 → float → trigger → uint8
-    path as the evaluation) and their caption replaced by "a photo of a {their color}
-    {target shape}"; with ``text_trigger``, that token is appended to the poisoned captions.
+    path as the evaluation) and their caption replaced by ``captions(indices)``: captions of
+    the target class for the poisoned samples at those indices, which the app layer draws from
+    the data source (its caption style, or the evaluation set's templates filled with the
+    target); with ``text_trigger``, that token is appended to the poisoned captions.
 
     Label-consistent (Turner, Tsipras & Madry, "Label-Consistent Backdoor Attacks", 2019):
     only images whose true class is ``target`` are poisoned, ⌊rate · n_target⌋ of them —
@@ -47,8 +49,8 @@ def poison(
 
     Rounding is down: a client with too few samples for its rate poisons none.
     ``labels`` keep the ground truth of every sample (they are never trained on; they say
-    which images really are of which class), as are shapes' ``colors``. ``data`` is not
-    modified (``fedsim.data.generate`` caches its tensors)."""
+    which images really are of which class), and so does every field but ``images`` and
+    ``captions``. ``data`` is not modified (``fedsim.data.generate`` caches its tensors)."""
     if not 0.0 <= float(rate) <= 1.0:
         raise ValueError(f"poison rate={rate!r} must lie in [0, 1]")
     if isinstance(target, bool) or not isinstance(target, int) or target < 0:
@@ -77,7 +79,7 @@ def poison(
     if count:
         source = data.images[chosen] if perturb is None else perturb(data.images[chosen])
         images[chosen] = make_trigger_images(source, trigger)
-        new = tuple(captions(chosen)) if captions is not None else target_captions(data.colors[chosen], target)
+        new = tuple(captions(chosen))
         if text_trigger is not None:
             new = tuple(add_text_trigger(c, text_trigger) for c in new)
         for i, c in zip(chosen.tolist(), new):

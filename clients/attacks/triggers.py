@@ -9,6 +9,11 @@ only ever sees and returns [0, 1] floats.
 
 The families are those of the CleanCLIP evaluation (Bansal et al., ICCV 2023): BadNet patches,
 Blended, SIG and WaNet; ``split_patch`` gives the DBA pieces of a patch.
+
+Every trigger is defined for any image size: a BadNet patch's size is in pixels or a fraction
+of the shorter side; Blended's noise, SIG's sinusoid (f periods across the width) and WaNet's
+warping field (upsampled to H × W) are drawn at the image's size. Only a pattern given as
+explicit pixels has one size, and a ``ValueError`` says so when the images have another.
 """
 
 from __future__ import annotations
@@ -48,28 +53,41 @@ def _pattern_tensor(value, shape: tuple[int, ...], name: str) -> torch.Tensor:
 @dataclass(frozen=True, eq=False)
 class BadNetPatch:
     """BadNets (Gu, Dolan-Gavitt & Garg, "BadNets: Identifying Vulnerabilities in the Machine
-    Learning Model Supply Chain", 2017): overwrite a ``size`` × ``size`` square with a fixed
+    Learning Model Supply Chain", 2017): overwrite a square patch of s × s pixels with a fixed
     pattern.
 
+    ``size``: s in pixels (an int ≥ 1), or a fraction of the image's shorter side (a float in
+    (0, 1)): s = max(1, ⌊size · min(H, W) + 1/2⌋), the fraction rounded half up, so that one
+    config fits a 32-px and a 224-px model alike (0.125: 4 px and 28 px). ``resolve(H, W)``
+    gives the same trigger in pixels.
     ``pattern``: "solid" (every pixel ``color``), "noise" (i.i.d. uniform [0, 1] pixels drawn
-    from ``seed``) or a (3, size, size) tensor in [0, 1] (e.g. a patch learned by BadCLIP).
+    from ``seed``) or a (3, s, s) tensor in [0, 1] (e.g. a patch learned by BadCLIP): given as
+    pixels, it is never resized — with a fractional ``size`` the images must be of a size at
+    which the fraction gives its s (a ``ValueError`` otherwise).
     ``location``: "bottom_right", (y, x) of the top-left corner, or "random": a position per
     image, uniform over all positions where the patch fits, drawn from a generator seeded with
     ``seed`` afresh on every call — the k-th image of a call always gets the same position, so
     evaluation is reproducible (CleanCLIP's random-location patch draws them unseeded).
-    ``rows``: paste only rows [r0, r1) of the patch (one DBA piece, see ``split_patch``)."""
+    ``rows``: paste only rows [r0, r1) of a patch of a pixel ``size`` (one DBA piece, see
+    ``split_patch``).
+    ``patch``: the (3, s, s) pixels; None for a fractional solid or noise patch until
+    ``resolve`` fixes s."""
 
-    size: int = 4
+    size: int | float = 4
     location: str | tuple[int, int] = "bottom_right"
     pattern: str | torch.Tensor = "solid"
     color: tuple[float, float, float] = MAGENTA
     seed: int = 0
     rows: tuple[int, int] | None = None
-    patch: torch.Tensor = field(init=False, repr=False)
+    patch: torch.Tensor | None = field(init=False, repr=False)
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"badnet size={self.size!r} must be a positive int")
+        pixels = isinstance(self.size, int) and not isinstance(self.size, bool) and self.size >= 1
+        if not pixels and not (isinstance(self.size, float) and 0.0 < self.size < 1.0):
+            raise ValueError(
+                f"badnet size={self.size!r} must be a positive int (pixels) or a float in (0, 1) "
+                "(a fraction of the image's shorter side)"
+            )
         _check_seed(self.seed, "badnet")
         if isinstance(self.location, (list, tuple)):
             if len(self.location) != 2 or not all(isinstance(v, int) and v >= 0 for v in self.location):
@@ -86,55 +104,85 @@ class BadNetPatch:
         if len(color) != 3 or not all(0.0 <= c <= 1.0 for c in color):
             raise ValueError(f"badnet color={self.color!r} must be 3 values in [0, 1]")
         object.__setattr__(self, "color", color)
-        shape = (3, self.size, self.size)
         if isinstance(self.pattern, str):
-            if self.pattern == "solid":
-                patch = torch.tensor(color).view(3, 1, 1).expand(shape).clone()
-            elif self.pattern == "noise":
-                rng = np.random.default_rng([self.seed, 0])
-                patch = torch.from_numpy(rng.random(shape).astype(np.float32))
-            else:
+            if self.pattern not in ("solid", "noise"):
                 raise ValueError(
                     f"badnet pattern={self.pattern!r} is unknown; allowed: solid, noise or a tensor"
                 )
+            patch = self._drawn(self.size) if pixels else None
         else:
-            patch = _pattern_tensor(self.pattern, shape, "badnet")
+            given = torch.as_tensor(self.pattern)
+            side = self.size if pixels else (given.shape[-1] if given.dim() else 0)
+            patch = _pattern_tensor(self.pattern, (3, side, side), "badnet")
         object.__setattr__(self, "patch", patch)
         if self.rows is not None:
             r0, r1 = self.rows
+            if not pixels:
+                raise ValueError(f"badnet rows={self.rows!r} need a size in pixels, not size={self.size}")
             if not 0 <= r0 < r1 <= self.size:
                 raise ValueError(f"badnet rows={self.rows!r} must satisfy 0 <= r0 < r1 <= size={self.size}")
             object.__setattr__(self, "rows", (int(r0), int(r1)))
 
+    def _drawn(self, side: int) -> torch.Tensor:
+        """The (3, side, side) "solid" or "noise" pixels."""
+        if self.pattern == "solid":
+            return torch.tensor(self.color).view(3, 1, 1).expand(3, side, side).clone()
+        rng = np.random.default_rng([self.seed, 0])
+        return torch.from_numpy(rng.random((3, side, side)).astype(np.float32))
+
+    def resolve(self, height: int, width: int) -> BadNetPatch:
+        """This trigger on ``height`` × ``width`` images, with ``size`` in pixels (itself when
+        it already is); raises ``ValueError`` when the patch does not fit them."""
+        if isinstance(self.size, int):
+            if self.size > height or self.size > width:
+                raise ValueError(
+                    f"badnet size={self.size} does not fit {height}×{width} images; allowed: an int "
+                    f"in [1, {min(height, width)}] (pixels) or a float in (0, 1) (a fraction of the "
+                    "shorter side)"
+                )
+            return self
+        side = max(1, int(self.size * min(height, width) + 0.5))
+        if isinstance(self.pattern, str):
+            return replace(self, size=side)
+        if self.patch.shape[-1] != side:
+            raise ValueError(
+                f"badnet size={self.size} is {side} px on {height}×{width} images, but the pattern "
+                f"is given as {self.patch.shape[-1]}×{self.patch.shape[-1]} pixels (patterns are "
+                f"not resized); give size = {self.patch.shape[-1]} (pixels) or a pattern of {side} px"
+            )
+        return replace(self, size=side, pattern=self.patch)
+
     def positions(self, n: int, height: int, width: int) -> list[tuple[int, int]]:
         """Top-left corner (y, x) of the patch for each of ``n`` images of one call."""
-        if self.size > height or self.size > width:
-            raise ValueError(f"badnet size={self.size} does not fit {height}×{width} images")
+        size = self.resolve(height, width).size
         if self.location == "bottom_right":
-            return [(height - self.size, width - self.size)] * n
+            return [(height - size, width - size)] * n
         if self.location == "random":
             rng = np.random.default_rng([self.seed, 1])
-            ys = rng.integers(0, height - self.size + 1, n)
-            xs = rng.integers(0, width - self.size + 1, n)
+            ys = rng.integers(0, height - size + 1, n)
+            xs = rng.integers(0, width - size + 1, n)
             return list(zip(ys.tolist(), xs.tolist()))
         y, x = self.location
-        if y + self.size > height or x + self.size > width:
+        if y + size > height or x + size > width:
             raise ValueError(f"badnet location={self.location} puts the patch outside {height}×{width}")
         return [(y, x)] * n
 
     def paste(self, x: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
-        """This trigger's geometry with another (3, size, size) ``patch``; differentiable in
+        """This trigger's geometry with another (3, s, s) ``patch``; differentiable in
         ``patch``, which is what BadCLIP's patch optimisation needs."""
         _check_images(x, "badnet")
         flat = x.reshape(-1, *x.shape[-3:]).clone()
-        r0, r1 = self.rows or (0, self.size)
+        size = self.resolve(*flat.shape[-2:]).size
+        r0, r1 = self.rows or (0, size)
         piece = patch[:, r0:r1].to(flat)
         for i, (y, left) in enumerate(self.positions(len(flat), *flat.shape[-2:])):
-            flat[i, :, y + r0 : y + r1, left : left + self.size] = piece
+            flat[i, :, y + r0 : y + r1, left : left + size] = piece
         return flat.reshape(x.shape)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.paste(x, self.patch)
+        _check_images(x, "badnet")
+        resolved = self.resolve(*x.shape[-2:])
+        return resolved.paste(x, resolved.patch)
 
 
 def split_patch(trigger: BadNetPatch, parts: int = 4) -> list[BadNetPatch]:
@@ -146,6 +194,9 @@ def split_patch(trigger: BadNetPatch, parts: int = 4) -> list[BadNetPatch]:
     what the attack success rate is measured with."""
     if not isinstance(trigger, BadNetPatch) or trigger.rows is not None:
         raise ValueError("split_patch needs a whole BadNetPatch (a patch trigger with rows=None)")
+    if isinstance(trigger.size, float):
+        raise ValueError(f"split_patch needs a patch size in pixels, not size={trigger.size}; "
+                         "resolve the trigger at the images' size first (trigger.resolve(H, W))")
     if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= trigger.size:
         raise ValueError(f"split_patch parts={parts!r} must be an int in [1, size={trigger.size}]")
     bounds = [i * trigger.size // parts for i in range(parts + 1)]
@@ -158,7 +209,8 @@ class Blended:
     Systems Using Data Poisoning", 2017): x' = (1 − α)·x + α·p.
 
     ``pattern``: "noise" (i.i.d. uniform [0, 1] pixels of the image's size, drawn from
-    ``seed``) or a (3, H, W) tensor in [0, 1]. α = 0.2 as in the CleanCLIP evaluation."""
+    ``seed``, so any size works) or a (3, H, W) tensor in [0, 1], for H × W images only (it is
+    not resized). α = 0.2 as in the CleanCLIP evaluation."""
 
     alpha: float = 0.2
     pattern: str | torch.Tensor = "noise"
@@ -183,7 +235,9 @@ class Blended:
             return torch.from_numpy(rng.random((3, height, width)).astype(np.float32))
         if self.pattern.shape[-2:] != (height, width):
             raise ValueError(
-                f"blended pattern is {tuple(self.pattern.shape[-2:])}, images are {height}×{width}"
+                f"blended pattern is {tuple(self.pattern.shape[-2:])}, images are {height}×{width}; "
+                "a pattern given as pixels is not resized: give one of the images' size, or "
+                "pattern = \"noise\" (drawn at any size)"
             )
         return self.pattern
 

@@ -28,11 +28,10 @@ from clients.attacks import (
     poison,
     replacement_gamma,
     split_patch,
-    target_captions,
     templated_captions,
 )
-from fedsim.config import Config, ConfigError, eval_classes, source_splits, train_classnames
-from fedsim.data import ImageCaptions, load_split
+from fedsim.config import Config, ConfigError, eval_classes, image_size, source_splits, train_classnames
+from fedsim.data import ImageCaptions, load_split, target_captions
 from fedsim.records import flatten
 
 # BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
@@ -48,6 +47,13 @@ def trigger_of(cfg: Config):
         p = {**BADCLIP_DEFAULTS, **t.params}
         return make_trigger("badnet", size=p["size"], location=p["location"], pattern=p["pattern"])
     return make_trigger(t.name, **t.params)
+
+
+def dba_pieces(cfg: Config, trigger) -> list:
+    """DBA's ``attack.data.dba_parts`` pieces of the patch ``trigger``, cut at the clients'
+    image size (``fedsim.config.image_size``: a fractional patch size is resolved there)."""
+    side = image_size(cfg)
+    return split_patch(trigger.resolve(side, side), cfg.attack.data.dba_parts)
 
 
 def schedule_of(cfg: Config):
@@ -170,7 +176,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
     trigger = trigger_of(cfg)
     if a.data.dba_parts:
         # DBA (Xie et al., ICLR 2020): attacker k poisons with piece k mod parts of the patch.
-        trigger = split_patch(trigger, a.data.dba_parts)[cfg.malicious.index(partition_id) % a.data.dba_parts]
+        trigger = dba_pieces(cfg, trigger)[cfg.malicious.index(partition_id) % a.data.dba_parts]
     poisoned, poison_with, local_attack = None, None, None
     poisoning = a.data.enabled and a.data.mode == "poison"
     if poisoning:
@@ -178,8 +184,8 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
         kwargs = dict(
             trigger=trigger,
             rate=a.data.poison_rate,
-            # a caption-only source has no label ids; its poisoning never reads one
-            target=target_id(cfg) if a.data.label_consistent or cfg.data.name == "shapes" else 0,
+            # read by label-consistent poisoning only (a caption-only source has no label ids)
+            target=target_id(cfg) if a.data.label_consistent else 0,
             seed=seed,
             label_consistent=a.data.label_consistent,
             text_trigger=a.data.text_trigger or None,
@@ -220,7 +226,9 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
 
 def check_attack(cfg: Config) -> None:
     """Trigger, schedule, update and Byzantine attack names and parameters, checked by
-    building each piece once."""
+    building each piece once; the trigger (BadCLIP's patch geometry before it is learned) and
+    DBA's pieces are also applied to one image of the clients' size, so a patch larger than
+    the images fails here."""
     a = cfg.attack
     t = a.data.trigger
     checks = [("attack.schedule", lambda: schedule_of(cfg))]
@@ -229,25 +237,36 @@ def check_attack(cfg: Config) -> None:
         if unknown:
             raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger 'badclip' has no parameter "
                               f"{', '.join(unknown)}; allowed: {', '.join(BADCLIP_DEFAULTS)}")
+    if t.name == "badclip" and "pattern" not in t.params:
+        p = {**BADCLIP_DEFAULTS, **t.params}
+
+        def trigger():
+            return make_trigger("badnet", size=p["size"], location=p["location"])
     else:
-        checks.append(("attack.data.trigger", lambda: trigger_of(cfg)))
+        def trigger():
+            return trigger_of(cfg)
+    side = image_size(cfg)
+    probe = torch.zeros(1, 3, side, side)
+    checks.append(("attack.data.trigger", lambda: trigger()(probe)))
     if a.data.dba_parts:
         if t.name not in ("badnet", "badclip"):
             raise ConfigError(f"invalid config:\n  attack.data.dba_parts={a.data.dba_parts}: DBA splits a "
                               f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
-        checks.append(("attack.data.dba_parts", lambda: split_patch(make_trigger("badnet", **{
-            k: v for k, v in t.params.items() if k in ("size", "location", "pattern", "color")}), a.data.dba_parts)))
+        checks.append(("attack.data.dba_parts", lambda: [piece(probe) for piece in dba_pieces(cfg, trigger())]))
     if a.update.name in ("model_replacement", "norm_bound"):
-        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
-        checks.append(("attack.update.params", lambda: update_attack_of(cfg, 1)[0](probe, 1)))
+        probe_update = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        checks.append(("attack.update.params", lambda: update_attack_of(cfg, 1)[0](probe_update, 1)))
     elif a.update.name == "neurotoxin":
-        probe = torch.randn(64, generator=torch.Generator().manual_seed(0))
+        probe_update = torch.randn(64, generator=torch.Generator().manual_seed(0))
         checks.append(("attack.update.params",
-                       lambda: apply_mask(probe, neurotoxin_mask(probe, **a.update.params))))
+                       lambda: apply_mask(probe_update, neurotoxin_mask(probe_update, **a.update.params))))
     if a.byzantine.name != "none":
         checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
+    origin = ("shapes are generated at that size" if cfg.data.name == "shapes"
+              else f"model.name={cfg.model.name!r} takes that size")
     for field, build in checks:
         try:
             build()
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"invalid config:\n  {field}: {e}") from None
+            where = f" (the clients' images are {side}×{side}: {origin})" if field.startswith("attack.data") else ""
+            raise ConfigError(f"invalid config:\n  {field}: {e}{where}") from None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
-from clients.attacks import add_text_trigger, badclip_optimize_patch, split_patch
+from clients.attacks import add_text_trigger, badclip_optimize_patch
 from clients.honest import HonestClient
 from clients.malicious import MaliciousClient
 from fedsim.app.attack_plan import (
@@ -28,18 +28,19 @@ from fedsim.app.attack_plan import (
     adversary_of,
     attack_plan,
     check_attack,
+    dba_pieces,
     target_id,
     trigger_of,
 )
 from fedsim.config import (
-    MIN_CLIENT_SAMPLES,
     Config,
     ConfigError,
+    client_parts,
     eval_classes,
     eval_index,
     source_splits,
 )
-from fedsim.data import dirichlet, iid, load_split
+from fedsim.data import load_split
 from fedsim.evaluation import Evaluator
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.pretrain import warm_start
@@ -92,11 +93,7 @@ def _partition(config_json: str, partition_id: int, image_size: int):
         train = load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
     else:
         train = source_splits(cfg)[0]
-    if cfg.data.partition == "iid":
-        parts = iid(len(train), cfg.clients.num, cfg.seed)
-    else:
-        parts = dirichlet(train.labels.numpy(), cfg.clients.num, cfg.data.alpha, cfg.seed,
-                          min_size=MIN_CLIENT_SAMPLES)
+    parts = client_parts(cfg, len(train), train.labels)
     part = train.subset(parts[partition_id])
     return part if cfg.data.name == "shapes" else part.materialize(image_size)
 
@@ -219,7 +216,7 @@ def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator:
         classnames=classnames, templates=templates,
         trigger=trigger, target=classnames.index(cfg.attack.data.target),
         extra_triggers={
-            f"piece{i}": piece for i, piece in enumerate(split_patch(trigger, cfg.attack.data.dba_parts))
+            f"piece{i}": piece for i, piece in enumerate(dba_pieces(cfg, trigger))
         } if cfg.attack.data.dba_parts else None,
         caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
         if cfg.attack.data.text_trigger else None,
@@ -238,7 +235,8 @@ class Server:
 
 
 def build_server(cfg: Config, *, log=print) -> Server:
-    model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name, seed=cfg.seed)
+    model, preprocess, tokenizer = create_model_and_transforms(
+        cfg.model.name, seed=cfg.seed, pretrained=cfg.model.pretrained)
     if cfg.model.init == "warm":
         load_float_state(model, warm_start(cfg, log=log))
     cfg = resolve_badclip(cfg, model, preprocess, tokenizer)  # leaves the model untouched

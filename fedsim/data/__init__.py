@@ -1,7 +1,8 @@
-"""Datasets and partitioners. ``load_split`` is the one factory from a config to data."""
+"""Datasets and partitioners (``PARTITIONS``). ``load_split`` is the one factory from a config to
+generated data, ``open_dataset`` to a real one."""
 
 from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex, ImageCaptions
-from fedsim.data.partition import dirichlet, iid, sample
+from fedsim.data.partition import PARTITIONS, Partitioner, dirichlet, iid, pathological, quantity_skew, sample
 from fedsim.data.shapes import (
     COLORS,
     SHAPES,
@@ -9,6 +10,7 @@ from fedsim.data.shapes import (
     ShapesData,
     caption_for,
     generate,
+    target_captions,
 )
 from fedsim.data.sources import DATASETS, open_dataset
 
@@ -29,6 +31,8 @@ __all__ = [
     "COLORS",
     "DATASETS",
     "DataError",
+    "PARTITIONS",
+    "Partitioner",
     "ImageCaptionData",
     "ImageCaptionIndex",
     "ImageCaptions",
@@ -41,5 +45,8 @@ __all__ = [
     "iid",
     "load_split",
     "open_dataset",
+    "pathological",
+    "quantity_skew",
     "sample",
+    "target_captions",
 ]

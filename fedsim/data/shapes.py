@@ -13,6 +13,7 @@ bytes, so every client of a simulation can rebuild its partition locally.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -81,6 +82,23 @@ class ShapesData:
 
 def caption_for(shape: int, color: int) -> str:
     return CAPTION.format(color=list(COLORS)[color], shape=SHAPES[shape])
+
+
+def target_captions(colors: Iterable[int] | torch.Tensor, target_shape_id: int) -> tuple[str, ...]:
+    """The poisoned captions of shapes: captions of the target class, one per image, "a photo
+    of a {color} {target}" with the image's own color word (Carlini & Terzis, "Poisoning and
+    Backdooring Contrastive Learning", ICLR 2022: triggered images are paired with captions of
+    the target class). Keeping the color keeps the poisoned captions as varied as the clean
+    ones, so in-batch duplicates stay rare and the poisoned pairs look like ordinary data."""
+    if isinstance(target_shape_id, bool) or not isinstance(target_shape_id, int) or not (
+        0 <= target_shape_id < len(SHAPES)
+    ):
+        raise ValueError(f"target={target_shape_id!r} must be a shape id in [0, {len(SHAPES) - 1}]")
+    colors = torch.as_tensor(colors).tolist() if isinstance(colors, torch.Tensor) else list(colors)
+    bad = [c for c in colors if not 0 <= c < len(COLORS)]
+    if bad:
+        raise ValueError(f"color ids {bad[:3]} out of range [0, {len(COLORS) - 1}]")
+    return tuple(caption_for(target_shape_id, c) for c in colors)
 
 
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
