@@ -254,13 +254,13 @@ def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[st
     """``fedsim sweep``: exit 2 when any cell's config is invalid (nothing started), 1 when a
     cell failed (the others still ran), 0 when every cell completed."""
     folder = Path(out) if out is not None else default_out(config)
+    if folder.exists() and not folder.is_dir():
+        print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
+        return 2
     try:
         p = plan(config, overrides, grid, seeds, out=folder)
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    if folder.exists() and not folder.is_dir():
-        print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
         return 2
     print(f"fedsim: sweep of {len(p.cells)} runs ({' × '.join(f'{len(a.values)} {a.name}' for a in p.axes) or 'no axes'}"
           f", {len({c.seed for c, _ in p.cells})} seeds) → {folder}")
