@@ -1,10 +1,11 @@
 """``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim resume RUN_DIR``,
-``fedsim validate CONFIG [--set key=value ...]``, ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and
-exit codes.
+``fedsim validate CONFIG [--set key=value ...]``, ``fedsim sweep CONFIG [--out DIR] [--grid
+key=[a,b] ...] [--seeds K] [--set key=value ...]``, ``fedsim report DIR... [--out DIR]``,
+``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and exit codes.
 
 Exit codes: 0 success, 2 invalid config or arguments or an unusable ``--out`` (nothing
-started), 1 the run failed or no round aggregated, 130 interrupted by Ctrl-C (the run
-directory still holds every finished round and a summary saying why)."""
+started), 1 the run (or a cell of the sweep) failed or no round aggregated, 130 interrupted by
+Ctrl-C (the run directory still holds every finished round and a summary saying why)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config value, as for run")
+    sweep = sub.add_parser("sweep", help="run a grid of experiments, one run directory per cell")
+    sweep.add_argument("config", help="TOML config; its [sweep] table declares the axes")
+    sweep.add_argument("--out", help="the sweep's folder (default: runs/sweep-<config name>); "
+                                     "a re-run skips completed cells and resumes unfinished ones")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=[A,B,...]",
+                       help="an axis over one config key, e.g. --grid 'strategy.name=[\"fedavg\",\"median\"]'; "
+                            "replaces a [sweep] axis of that name")
+    sweep.add_argument("--seeds", type=int, metavar="K",
+                       help="runs per cell, seeds = the config's seed, seed+1, ..., seed+K-1 "
+                            "(default: the [sweep] table's seeds, else 1)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value in every cell, as for run")
+    report = sub.add_parser("report", help="results.csv, results.md and figures of finished runs")
+    report.add_argument("dirs", nargs="+", help="a sweep's folder, or run directories")
+    report.add_argument("--out", help="where to write them (default: the one folder given)")
     listing = sub.add_parser("list", help="registered datasets, models, rules, triggers and attacks, with papers")
     listing.add_argument("what", nargs="?", default="all", choices=[*FAMILIES, "all"])
     table = sub.add_parser("table", help="markdown table of finished runs' summary.json")
@@ -48,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fedsim: {e}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "report":
+        return _report(args.dirs, args.out)
     if args.command == "list":
         print(catalog(args.what), end="")
         return 0
@@ -57,6 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         return main_validate(args.config, args.set)
     from fedsim.runner import describe, main_resume, main_run
 
+    if args.command == "sweep":
+        from fedsim.sweep import main_sweep
+
+        if args.seeds is not None and args.seeds < 1:
+            print(f"fedsim: --seeds {args.seeds}: expected an integer ≥ 1", file=sys.stderr)
+            return 2
+        try:
+            return main_sweep(args.config, args.out, args.set, args.grid, args.seeds)
+        except KeyboardInterrupt:
+            print("fedsim: interrupted; finished cells are kept, the same command continues the sweep",
+                  file=sys.stderr)
+            return 130
     try:
         if args.command == "resume":
             return main_resume(args.run_dir, args.verbose)
@@ -67,6 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"fedsim: run failed: {describe(e)}", file=sys.stderr)
         return 1
+
+
+def _report(dirs: list[str], out: str | None) -> int:
+    from pathlib import Path
+
+    from fedsim.results import is_run_dir, write_results
+
+    if out is None and (len(dirs) != 1 or is_run_dir(Path(dirs[0]))):
+        print("fedsim: report of several run directories: say where with --out DIR", file=sys.stderr)
+        return 2
+    try:
+        written = write_results(dirs, Path(out or dirs[0]))
+    except FileNotFoundError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(map(str, written)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -401,15 +401,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_key(raw: dict, path: list[str], value: Any, where: str) -> None:
+    """Set the key at ``path`` (``["a", "b", "c"]`` for ``a.b.c``) of a raw config table to
+    ``value``, creating the tables on the way; ``where`` names the setting in the error."""
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {part!r} is not a table")
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a table")
-        node[path[-1]] = value
+        set_key(raw, path, value, f"--set {item!r}")
     return raw
 
 
@@ -611,20 +617,21 @@ def check_model(cfg: Config) -> None:
         raise ConfigError(invalid([f"model.pretrained: {e}"])) from None
 
 
-def load_config(
-    path: str | Path | None,
-    overrides: Iterable[str] = (),
-    extra_checks: Iterable[Callable[[Config], None]] = (),
-) -> Config:
-    """Read TOML (or start from defaults when ``path`` is None; ``extends`` chains files),
-    apply ``--set`` overrides, validate (types strictly, ranges, the partition's feasibility,
-    then ``extra_checks``). Raises ConfigError with every problem found: pydantic's field
-    errors all at once; when the fields are valid, every check runs and each one's problem
-    is listed (a check stops at its own first problem)."""
+def read_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
+    """The raw table of a TOML config (or ``{}`` for the defaults when ``path`` is None;
+    ``extends`` chains files) with the ``--set`` overrides applied, not yet validated."""
     raw = _read(Path(path), ()) if path is not None else {}
-    raw = apply_overrides(raw, overrides)
+    return apply_overrides(raw, overrides)
+
+
+def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] = ()) -> Config:
+    """Validate a raw config table (types strictly, ranges, the partition's feasibility, then
+    ``extra_checks``). A ``[sweep]`` table (the grid of ``fedsim sweep``) is not part of one
+    run's config and is left out. Raises ConfigError with every problem found: pydantic's
+    field errors all at once; when the fields are valid, every check runs and each one's
+    problem is listed (a check stops at its own first problem)."""
     try:
-        cfg = Config.model_validate(raw)
+        cfg = Config.model_validate({k: v for k, v in raw.items() if k != "sweep"})
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
     problems: list[str] = []
@@ -638,3 +645,12 @@ def load_config(
     if problems:
         raise ConfigError(invalid(problems))
     return cfg
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    extra_checks: Iterable[Callable[[Config], None]] = (),
+) -> Config:
+    """``read_config`` then ``validate_config``: a config file as one run's typed Config."""
+    return validate_config(read_config(path, overrides), extra_checks)

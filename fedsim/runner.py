@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fedsim.app import CHECKPOINT, client_app, config_checks, finish, load_checkpoint, make_server_app
-from fedsim.config import Config, ConfigError, invalid, load_config
+from fedsim.config import Config, ConfigError, invalid, load_config, read_config
 from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
 
 # In the run directory while the run is alive: the path of its Ray session folder, so that
@@ -283,9 +283,27 @@ def resume(run_dir: str | Path, *, verbose: bool = False, log=None) -> dict:
     return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint)
 
 
+def run_checks() -> list:
+    """The checks a config must pass before it runs on this machine, beyond its fields: the
+    registries' (rule, attack, trigger names and parameters) and the resources'."""
+    return [*config_checks(), check_resources]
+
+
 def load(path: str | Path | None, overrides=()) -> Config:
     """A config for ``fedsim run`` on this machine: validated, registry checks, resources."""
-    return load_config(path, overrides, [*config_checks(), check_resources])
+    return load_config(path, overrides, run_checks())
+
+
+def note_sweep_table(path: str | Path) -> None:
+    """``fedsim run`` and ``validate`` take the base config of a file that declares a grid
+    (a ``[sweep]`` table) and say so, rather than refusing a file ``fedsim sweep`` runs."""
+    try:
+        declared = "sweep" in read_config(path)
+    except ConfigError:
+        return  # reported by the load that follows
+    if declared:
+        print(f"fedsim: note: the [sweep] table of {path} is ignored here (its base config is used); "
+              "`fedsim sweep` runs the grid", file=sys.stderr)
 
 
 def outline(cfg: Config) -> str:
@@ -305,6 +323,7 @@ def outline(cfg: Config) -> str:
 def main_validate(config: str, overrides: list[str]) -> int:
     """``fedsim validate``: every problem of the config at once (exit 2), or one line saying
     what it would run (exit 0); nothing is started."""
+    note_sweep_table(config)
     try:
         cfg = load(config, overrides)
     except ConfigError as e:
@@ -327,6 +346,7 @@ def main_resume(run_dir: str, verbose: bool) -> int:
 
 
 def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) -> int:
+    note_sweep_table(config)
     try:
         cfg = load(config, overrides)
         run_dir = prepare_out(out, cfg)

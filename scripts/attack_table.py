@@ -1,8 +1,10 @@
-"""Markdown table of every attack under two defenses, from two sweeps of configs/attacks:
+"""Markdown table of every attack under two defenses, from two runs of each of configs/attacks:
 
-    scripts/sweep.sh runs/attacks configs/attacks/*.toml
-    scripts/sweep.sh runs/attacks-clipped configs/attacks/*.toml -- \
-        --set strategy.name=norm_clipping --set 'strategy.params={tau=2.0}'
+    for c in configs/attacks/*.toml; do
+        fedsim run "$c" --out "runs/attacks/$(basename "$c" .toml)"
+        fedsim run "$c" --out "runs/attacks-clipped/$(basename "$c" .toml)" \
+            --set strategy.name=norm_clipping --set 'strategy.params={tau=2.0}'
+    done
     python scripts/attack_table.py runs/attacks runs/attacks-clipped
 
 Backdoor attacks report final CA / final ASR (max ASR over the rounds); untargeted (Byzantine)
