@@ -241,3 +241,23 @@ def test_wanet_cross_on_a_single_image():
     x = torch.rand(3, 8, 6, generator=torch.Generator().manual_seed(0))
     out = WaNet().cross(x, torch.Generator().manual_seed(1))
     assert out.shape == (3, 8, 6)
+
+
+# --------------------------------------------------------------------------- templated_captions
+def test_templated_captions_fill_every_template_about_equally_often_and_repeat_with_the_seed():
+    from clients.attacks.captions import templated_captions
+
+    templates = ["a photo of a {}.", "the {} again", "{}, drawn"]
+    got = templated_captions(templates, "star", 900, seed=1)
+    assert len(got) == 900
+    filled = {"a photo of a star.", "the star again", "star, drawn"}
+    counts = {c: got.count(c) for c in filled}
+    assert set(got) == filled
+    # uniform over 3 templates: each count is Binomial(900, 1/3), 300 ± 45 is beyond 3 sd
+    assert all(255 <= n <= 345 for n in counts.values()), counts
+    assert templated_captions(templates, "star", 900, seed=1) == got
+    assert templated_captions(templates, "star", 900, seed=2) != got
+    assert templated_captions(templates, "cat", 5, seed=1) == tuple(c.replace("star", "cat") for c in got[:5])
+    assert templated_captions(templates, "star", 0, seed=1) == ()
+    with pytest.raises(ValueError, match="non-empty list of strings"):
+        templated_captions([], "star", 3, seed=1)
