@@ -199,6 +199,10 @@ def test_label_consistent_poisoning_touches_only_the_target_class():
     assert (data.labels[idx] == target).all()
     for i in idx.tolist():
         assert out.captions[i] == add_text_trigger(data.captions[i], "cf")
+    # the captions offered for poisoned samples are not used: label-consistent changes images only
+    out, idx = poison(data, trigger=BadNetPatch(), rate=0.5, target=target, seed=0, label_consistent=True,
+                      captions=lambda chosen: ["a photo of a star."] * len(chosen))
+    assert [out.captions[i] for i in idx.tolist()] == [data.captions[i] for i in idx.tolist()]
     with pytest.raises(ValueError, match="rate"):
         poison(data, trigger=BadNetPatch(), rate=1.5, target=0, seed=0, captions=shapes_captions(data, 0))
     with pytest.raises(ValueError, match="target"):

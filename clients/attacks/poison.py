@@ -79,7 +79,8 @@ def poison(
     if count:
         source = data.images[chosen] if perturb is None else perturb(data.images[chosen])
         images[chosen] = make_trigger_images(source, trigger)
-        new = tuple(captions(chosen))
+        # label-consistent: the captions already name the target and stay as they are
+        new = tuple(data.captions[i] for i in chosen.tolist()) if label_consistent else tuple(captions(chosen))
         if text_trigger is not None:
             new = tuple(add_text_trigger(c, text_trigger) for c in new)
         for i, c in zip(chosen.tolist(), new):
