@@ -48,6 +48,12 @@ Adversary = Callable[[int, list[int], torch.Tensor, torch.Tensor], torch.Tensor]
 PostAggregate = Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]
 
 
+def _rejected(pid: int | None, reason: str):
+    """``_parse``'s answer for a reply that does not count: its partition id (None for a node
+    not sent a message) and why; no update."""
+    return pid, reason, None, 0, 0.0
+
+
 def _mean_finite(values: list[float]) -> float | None:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
@@ -320,38 +326,38 @@ class RobustStrategy(Strategy):
         update, num-examples, loss)."""
         node = msg.metadata.src_node_id
         if node not in self._sent:
-            return None, "node was not sent a message this round", None, 0, 0.0
+            return _rejected(None, "node was not sent a message this round")
         expected_pid = self._sent[node]
         if replies_from_node > 1:
             # which one is genuine cannot be told: none counts
-            return expected_pid, f"{replies_from_node} replies from its node", None, 0, 0.0
+            return _rejected(expected_pid, f"{replies_from_node} replies from its node")
         if msg.has_error():
-            return expected_pid, f"client error: {msg.error.reason}", None, 0, 0.0
+            return _rejected(expected_pid, f"client error: {msg.error.reason}")
         content = msg.content
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
-            return expected_pid, "reply must hold one ArrayRecord and one MetricRecord", None, 0, 0.0
+            return _rejected(expected_pid, "reply must hold one ArrayRecord and one MetricRecord")
         metrics = next(iter(content.metric_records.values()))
         pid, n_ex = metrics.get("partition-id"), metrics.get("num-examples")
         if type(pid) is not int or pid != expected_pid:
-            return expected_pid, f"partition-id {pid!r} does not match the node ({expected_pid})", None, 0, 0.0
+            return _rejected(expected_pid, f"partition-id {pid!r} does not match the node ({expected_pid})")
         if not isinstance(n_ex, int) or not 1 <= n_ex <= MAX_NUM_EXAMPLES:
-            return pid, f"num-examples {n_ex!r} not an int in [1, {MAX_NUM_EXAMPLES}]", None, 0, 0.0
+            return _rejected(pid, f"num-examples {n_ex!r} not an int in [1, {MAX_NUM_EXAMPLES}]")
         record = next(iter(content.array_records.values()))
         if set(record.keys()) != set(self._global):
             extra = sorted(set(record.keys()) - set(self._global))
             missing = sorted(set(self._global) - set(record.keys()))
-            return pid, f"array keys differ (missing {missing[:3]}, extra {extra[:3]})", None, 0, 0.0
+            return _rejected(pid, f"array keys differ (missing {missing[:3]}, extra {extra[:3]})")
         parts = []
         for k, g in self._global.items():
             try:
                 a = record[k].numpy()
             except Exception as e:  # undecodable bytes from a malicious client
-                return pid, f"array {k!r} cannot be read: {e}", None, 0, 0.0
+                return _rejected(pid, f"array {k!r} cannot be read: {e}")
             if a.shape != g.shape or not np.issubdtype(a.dtype, np.floating):
-                return pid, f"array {k!r} has shape {a.shape} {a.dtype}, expected {g.shape} {g.dtype}", None, 0, 0.0
+                return _rejected(pid, f"array {k!r} has shape {a.shape} {a.dtype}, expected {g.shape} {g.dtype}")
             parts.append((a.astype(np.float32) - g.astype(np.float32)).reshape(-1))
         update = torch.from_numpy(np.concatenate(parts))
         if not torch.isfinite(update).all():
-            return pid, "update has NaN or Inf", None, 0, 0.0
+            return _rejected(pid, "update has NaN or Inf")
         loss = metrics.get("train-loss", float("nan"))
         return pid, None, update, n_ex, float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else float("nan")

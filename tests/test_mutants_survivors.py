@@ -261,3 +261,20 @@ def test_templated_captions_fill_every_template_about_equally_often_and_repeat_w
     assert templated_captions(templates, "star", 0, seed=1) == ()
     with pytest.raises(ValueError, match="non-empty list of strings"):
         templated_captions([], "star", 3, seed=1)
+
+
+# --------------------------------------------------------------------------- detection_counts
+def test_detection_counts_on_a_hand_counted_round():
+    from strategies.detection import detection_counts
+
+    # rows 0, 1 malicious; the rule accepted rows 1 and 2: row 0 flagged (TP), row 1 missed
+    # (FN), rows 3, 4 honest but flagged (FP), row 2 honest and accepted (TN)
+    d = detection_counts([1, 2], [True, True, False, False, False], 5)
+    assert d == {"tp": 1, "fp": 2, "tn": 1, "fn": 1, "tpr": 0.5, "fpr": 2 / 3,
+                 "precision": 1 / 3, "recall": 0.5}
+    assert detection_counts([0, 1], [False, False], 2) == {
+        "tp": 0, "fp": 0, "tn": 2, "fn": 0, "tpr": None, "fpr": 0.0, "precision": None, "recall": None}
+    with pytest.raises(ValueError, match=r"^malicious has 2 entries, expected 3$"):
+        detection_counts([0], [True, False], 3)
+    with pytest.raises(ValueError, match=r"^accepted indices \[3, 7\] are outside \[0, 3\)$"):
+        detection_counts([0, 3, 7], [True, False, False], 3)

@@ -4,10 +4,14 @@ partition id 0..num_partitions − 1)."""
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Error, MessageType, MetricRecord, RecordDict
 
+import strategies.robust_strategy as robust_strategy
 from strategies import fedavg
-from strategies.robust_strategy import RobustStrategy
+from strategies.inputs import takes
+from strategies.result import AggregationResult, all_accepted
+from strategies.robust_strategy import MAX_NUM_EXAMPLES, RobustStrategy
 from tests.conftest import make_reply, reply_from
 from tests.test_strategy import SHAPES, _record, _start, _state
 
@@ -126,3 +130,178 @@ def test_nodes_must_hold_exactly_the_configured_partitions(flower_task, answers,
     strategy = RobustStrategy(fedavg, num_partitions=4, per_round=4, seed=0)
     with pytest.raises(RuntimeError, match=r"0\.\.3.*" + message):
         strategy.configure_train(1, _record(_state(np.random.default_rng(25))), ConfigRecord(), QueryGrid(answers))
+
+
+# --------------------------------------------------------------------------- what each round records
+
+
+class Spy:
+    """A mean rule that remembers what it was given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, updates, *, weights=None, **kwargs):
+        self.calls.append({"updates": updates.clone(), "weights": weights, **kwargs})
+        return AggregationResult(aggregate=updates.mean(0), accepted=all_accepted(len(updates)))
+
+
+@pytest.fixture
+def logged(monkeypatch):
+    """The strategy's log lines, formatted."""
+    lines = []
+    monkeypatch.setattr(robust_strategy, "log", lambda level, fmt, *args, **kw: lines.append((level, fmt % args)))
+    return lines
+
+
+def _reply(state, pid, **metrics):
+    return make_reply(state, {"num-examples": 1, "partition-id": pid, **metrics}, 100 + pid)
+
+
+def _spy_strategy(rng, n=4, **kw):
+    spy = Spy()
+    strategy = RobustStrategy(spy, num_partitions=n, per_round=n, seed=0, **kw)
+    glob = _state(rng)
+    _start(strategy, n, glob)
+    return strategy, spy, glob
+
+
+@pytest.mark.parametrize("make, key, reason", [
+    (lambda c: make_reply(c, {"num-examples": 1, "partition-id": 0}, 999), "node-999",
+     "node was not sent a message this round"),
+    (lambda c: reply_from(100, RecordDict({"arrays": _record(c), "extra": _record(c),
+                                           "metrics": MetricRecord({"num-examples": 1, "partition-id": 0})})),
+     "0", "reply must hold one ArrayRecord and one MetricRecord"),
+    (lambda c: reply_from(100, RecordDict({"arrays": _record(c), "metrics": MetricRecord({"num-examples": 1, "partition-id": 0}),
+                                           "more": MetricRecord({"x": 1})})),
+     "0", "reply must hold one ArrayRecord and one MetricRecord"),
+    (lambda c: _reply(c, 0, **{"num-examples": MAX_NUM_EXAMPLES + 1}), "0",
+     f"num-examples {MAX_NUM_EXAMPLES + 1} not an int in [1, {MAX_NUM_EXAMPLES}]"),
+    (lambda c: _reply({**c, "a": np.full((3, 4), np.nan, np.float32)}, 0), "0", "update has NaN or Inf"),
+    (lambda c: _reply({**c, "c1": c["b"], "c2": c["b"], "c3": c["b"], "c4": c["b"]}, 0), "0",
+     "array keys differ (missing [], extra ['c1', 'c2', 'c3'])"),
+    (lambda c: reply_from(100, Error(code=3, reason="boom")), "0", "client error: boom"),
+])
+def test_each_rejection_is_recorded_and_logged_with_its_reason(flower_task, logged, make, key, reason):
+    rng = np.random.default_rng(30)
+    strategy, spy, _ = _spy_strategy(rng)
+    clients = [_state(rng) for _ in range(4)]
+    replies = [_reply(clients[p], p) for p in range(1, 4)] + [make(clients[0])]
+    strategy.aggregate_train(1, replies)
+    rejected = strategy.last_round["rejected"]
+    assert rejected[key] == reason
+    assert (30, f"round 1: rejected reply from {key}: {reason}") in logged  # WARNING
+    assert strategy.last_round["replies"] == 3
+
+
+def test_a_missing_key_list_names_at_most_three(flower_task):
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0)
+    glob = {f"k{i}": np.zeros(2, np.float32) for i in range(6)}
+    _start(strategy, 2, glob)
+    strategy.aggregate_train(1, [_reply(glob, 0), _reply({"k0": glob["k0"]}, 1)])
+    assert strategy.last_round["rejected"]["1"] == "array keys differ (missing ['k1', 'k2', 'k3'], extra [])"
+
+
+def test_num_examples_at_the_bound_counts(flower_task):
+    rng = np.random.default_rng(32)
+    strategy, spy, _ = _spy_strategy(rng, n=2)
+    strategy.aggregate_train(1, [_reply(_state(rng), 0, **{"num-examples": MAX_NUM_EXAMPLES}), _reply(_state(rng), 1)])
+    assert strategy.last_round["rejected"] == {}
+    assert spy.calls[0]["weights"].tolist() == [float(MAX_NUM_EXAMPLES), 1.0]
+
+
+def test_bytes_norms_order_dtype_and_loss_of_a_round(flower_task):
+    """bytes_up counts every reply that carried arrays (rejected ones too); the rule sees rows
+    in partition order as float32 whatever the clients sent; update_norms are ‖w_i − w‖ to 5
+    decimals; train_loss averages the finite losses."""
+    rng = np.random.default_rng(33)
+    strategy, spy, glob = _spy_strategy(rng)
+    clients = [_state(rng) for _ in range(4)]
+    as64 = {k: v.astype(np.float64) for k, v in clients[2].items()}
+    replies = [_reply(clients[3], 3, **{"train-loss": 1.0}), _reply(as64, 2, **{"train-loss": 3.0}),
+               _reply(clients[1], 1, **{"train-loss": float("nan")}), _reply(clients[0], 0, **{"num-examples": 0})]
+    strategy.aggregate_train(1, replies)
+    stats = strategy.last_round
+    per_reply = sum(r.count_bytes() for r in replies[0].content.array_records.values())
+    assert stats["bytes_up"] == 3 * per_reply + sum(r.count_bytes() for r in replies[1].content.array_records.values())
+    assert stats["replies"] == 3
+    updates = spy.calls[0]["updates"]
+    assert updates.dtype == torch.float32
+    expected = np.stack([np.concatenate([(clients[p][k].astype(np.float32) - glob[k]).ravel() for k in SHAPES])
+                         for p in (1, 2, 3)])
+    np.testing.assert_allclose(updates.numpy(), expected, rtol=0, atol=1e-6)
+    assert stats["update_norms"] == {str(p): round(float(np.linalg.norm(expected[i])), 5)
+                                     for i, p in enumerate((1, 2, 3))}
+    assert stats["train_loss"] == 2.0
+
+
+def test_without_weighing_the_rule_gets_no_weights(flower_task):
+    rng = np.random.default_rng(34)
+    strategy, spy, _ = _spy_strategy(rng, n=2, weigh_by_examples=False)
+    strategy.aggregate_train(1, [_reply(_state(rng), 0, **{"num-examples": 5}), _reply(_state(rng), 1)])
+    assert spy.calls[0]["weights"] is None
+
+
+def test_the_adversary_sees_the_round_after_a_resume_and_the_row_ids(flower_task):
+    seen = []
+
+    def adversary(server_round, pids, updates, mal):
+        seen.append((server_round, list(pids), mal.tolist()))
+        return updates
+
+    rng = np.random.default_rng(35)
+    strategy = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0, malicious=[1], adversary=adversary)
+    strategy.load_state_dict({"rounds_done": 2, "history": {}, "previous": None, "last_sent": {}})
+    _start(strategy, 3, _state(rng))
+    strategy.aggregate_train(1, [_reply(_state(rng), p) for p in (2, 0, 1)])
+    assert seen == [(3, [0, 1, 2], [False, True, False])]
+    assert strategy.last_round["round"] == 3
+
+
+def test_an_adversary_that_cannot_craft_is_skipped_and_said(flower_task, logged):
+    def adversary(server_round, pids, updates, mal):
+        raise ValueError("too few honest updates")
+
+    rng = np.random.default_rng(36)
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0, malicious=[0], adversary=adversary)
+    _start(strategy, 2, _state(rng))
+    out, _ = strategy.aggregate_train(1, [_reply(_state(rng), 0), _reply(_state(rng), 1)])
+    assert out is not None
+    assert strategy.last_round["attack_skipped"] == "too few honest updates"
+    assert (30, "round 1: adversary not applied: too few honest updates") in logged
+
+
+def test_rows_the_attack_made_non_finite_leave_with_their_weights(flower_task, logged):
+    def adversary(server_round, pids, updates, mal):
+        updates = updates.clone()
+        updates[mal] = float("nan")
+        return updates
+
+    rng = np.random.default_rng(37)
+    spy = Spy()
+    strategy = RobustStrategy(spy, num_partitions=3, per_round=3, seed=0, malicious=[1], adversary=adversary)
+    _start(strategy, 3, _state(rng))
+    strategy.aggregate_train(1, [_reply(_state(rng), p, **{"num-examples": 10 * (p + 1)}) for p in range(3)])
+    assert strategy.last_round["rejected"] == {"1": "update has NaN or Inf (written by the attack)"}
+    assert spy.calls[0]["weights"].tolist() == [10.0, 30.0]
+    assert (30, "round 1: rejected 1: the attack made it NaN or Inf") in logged
+    # every row non-finite: no finite update, the round is skipped
+    strategy = RobustStrategy(spy, num_partitions=1, per_round=1, seed=0, malicious=[0], adversary=adversary)
+    _start(strategy, 1, _state(rng))
+    out, _ = strategy.aggregate_train(1, [_reply(_state(rng), 0)])
+    assert out is None and strategy.last_round["skipped"] == "no finite update"
+
+
+def test_a_history_rule_gets_every_clients_running_sum(flower_task):
+    spy = Spy()
+    rule = takes("history")(lambda updates, *, weights=None, history: spy(updates, weights=weights, history=history))
+    rng = np.random.default_rng(38)
+    strategy = RobustStrategy(rule, num_partitions=2, per_round=2, seed=0)
+    glob = _state(rng)
+    sums = np.zeros((2, 17), np.float32)
+    for r in (1, 2):
+        _start(strategy, 2, glob, server_round=r)
+        clients = [_state(rng) for _ in range(2)]
+        strategy.aggregate_train(r, [_reply(clients[p], p) for p in range(2)])
+        sums += np.stack([np.concatenate([(clients[p][k] - glob[k]).ravel() for k in SHAPES]) for p in range(2)])
+        np.testing.assert_allclose(spy.calls[-1]["history"].numpy(), sums, rtol=1e-5, atol=1e-5)
