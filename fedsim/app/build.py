@@ -162,6 +162,11 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
     })})
 
 
+def _state(arrays: dict[str, np.ndarray]) -> OrderedDict[str, torch.Tensor]:
+    """The strategy's global arrays as a state dict, copied (a model loaded from it never aliases them)."""
+    return OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items())
+
+
 def root_split(cfg: Config, preprocess, user: str):
     """The clean server split (FLTrust's root data, CleanCLIP's clean pairs, EmInspector's
     inspection images; ``user`` names which in the error): shapes' "root" split, or a source's
@@ -184,7 +189,7 @@ def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict,
     tokens = tokenize(tokenizer, root.captions)
 
     def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
-        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in global_arrays.items())
+        state = _state(global_arrays)
         load_float_state(model, state)
         train_epochs(
             model, root.images, tokens, preprocess=preprocess,
@@ -204,7 +209,7 @@ def probe_embed_fn(cfg: Config, model, preprocess) -> Callable[[dict], Callable[
     probes = root_split(cfg, preprocess, "EmInspector's inspection images").images
 
     def fn(global_arrays: dict[str, np.ndarray]) -> Callable[[torch.Tensor], torch.Tensor]:
-        like = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in global_arrays.items())
+        like = _state(global_arrays)
         center = flatten(like)
 
         def embed(update: torch.Tensor) -> torch.Tensor:
@@ -230,7 +235,7 @@ def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable
     def step(arrays: dict[str, np.ndarray], server_round: int) -> tuple[dict[str, np.ndarray], dict]:
         if not ((c.every and server_round % c.every == 0) or (c.at_end and server_round == cfg.rounds)):
             return arrays, {}
-        load_float_state(model, OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items()))
+        load_float_state(model, _state(arrays))
         before = evaluate()
         loss = cleanclip_finetune(
             model, clean.images, clean.captions, tokenizer=tokenizer, preprocess=preprocess,
