@@ -1,8 +1,10 @@
 """The honest client: load the global model, train E local epochs of symmetric InfoNCE on
-its own image–caption pairs, return the new weights and its metrics."""
+its own image–caption pairs — or of a robust training mode (``fedsim.objectives.TRAINING``) —,
+return the new weights and its metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +27,13 @@ class LocalSetup:
 
 
 class HonestClient:
-    def __init__(self, model, preprocess, tokenizer, data: ImageCaptions, partition_id: int):
+    """``objective``: a training mode of ``fedsim.objectives.TRAINING`` with its parameters
+    bound; None trains on the pairs as they are."""
+
+    def __init__(self, model, preprocess, tokenizer, data: ImageCaptions, partition_id: int,
+                 objective: Callable | None = None):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
-        self.data, self.partition_id = data, partition_id
+        self.data, self.partition_id, self.objective = data, partition_id, objective
 
     def local_data(self, server_round: int) -> ImageCaptions:
         return self.data
@@ -45,6 +51,11 @@ class HonestClient:
 
     def train(self, data: ImageCaptions, setup: LocalSetup, server_round: int, after_step=None) -> float:
         generator = torch.Generator().manual_seed(setup.seed)
+        batch_loss = None if self.objective is None else self.objective(
+            self.model, data.images, data.captions, tokenizer=self.tokenizer,
+            preprocess=self.preprocess, generator=generator,
+            epoch_offset=(server_round - 1) * setup.epochs,
+        )
         return train_epochs(
             self.model,
             data.images,
@@ -56,4 +67,5 @@ class HonestClient:
             weight_decay=setup.weight_decay,
             generator=generator,
             after_step=after_step,
+            batch_loss=batch_loss,
         )

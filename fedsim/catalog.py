@@ -142,10 +142,22 @@ def attacks() -> dict[str, dict[str, str]]:
     }
 
 
+def defenses() -> dict[str, dict[str, str]]:
+    from fedsim.objectives import TRAINING, cleanclip_finetune
+
+    # Defenses outside the aggregation rule: the honest clients' training modes and the
+    # server-side steps after aggregation (``[defense]`` sections).
+    return {
+        "clients.training": {k: summary(v) for k, v in TRAINING.items()},
+        "defense": {"cleanclip": summary(cleanclip_finetune)},
+    }
+
+
 FAMILIES: dict[str, Callable[[], dict[str, dict[str, str]]]] = {
     "datasets": datasets,
     "models": models,
     "rules": rules,
+    "defenses": defenses,
     "triggers": triggers,
     "attacks": attacks,
 }

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="results.csv, results.md and figures of finished runs")
     report.add_argument("dirs", nargs="+", help="a sweep's folder, or run directories")
     report.add_argument("--out", help="where to write them (default: the one folder given)")
-    listing = sub.add_parser("list", help="registered datasets, models, rules, triggers and attacks, with papers")
+    listing = sub.add_parser("list", help="registered datasets, models, rules, defenses, triggers and attacks, with papers")
     listing.add_argument("what", nargs="?", default="all", choices=[*FAMILIES, "all"])
     table = sub.add_parser("table", help="markdown table of finished runs' summary.json")
     table.add_argument("runs", nargs="+", help="run directories")

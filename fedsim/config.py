@@ -180,6 +180,62 @@ class ClientsConfig(_Section):
         "constant", description="server-driven per-round factor on lr"
     )
     weight_decay: float = Field(0.1, ge=0)
+    training: Literal["standard", "roclip", "adversarial"] = Field(
+        "standard", description="the honest clients' local training (fedsim.objectives.TRAINING): "
+        "'roclip' (Yang et al., NeurIPS 2023) or 'adversarial' (L∞ PGD, Gao et al. 2022); "
+        "malicious clients train as their attack says"
+    )
+    roclip_every: int = Field(2, ge=1, description="RoCLIP: match images to pool captions every k-th local epoch")
+    roclip_pool: int = Field(256, ge=2, description="RoCLIP: caption embeddings in the pool")
+    adversarial_eps: float = Field(4 / 255, gt=0, le=1, description="PGD's L∞ radius on [0, 1] pixels")
+    adversarial_alpha: float = Field(1 / 255, gt=0, le=1, description="PGD's step size")
+    adversarial_steps: int = Field(3, ge=1, description="PGD steps per batch")
+
+    @model_validator(mode="after")
+    def _mode_params(self):
+        # a parameter of another mode set away from its default is a mistake (the resolved
+        # config.toml holds every default, so being set is not)
+        for field, info in type(self).model_fields.items():
+            mode = field.split("_")[0]
+            if mode in ("roclip", "adversarial") and self.training != mode and getattr(self, field) != info.default:
+                raise ValueError(
+                    f"{field}={getattr(self, field)!r} applies to training = {mode!r} only, but "
+                    f"training = {self.training!r}; set training = {mode!r} or remove {field}"
+                )
+        return self
+
+
+class CleanCLIPConfig(_Section):
+    """CleanCLIP (Bansal et al., ICCV 2023) as a server-side step after aggregation: fine-tune
+    the new global model on the clean server split (``data.root_size`` samples) every
+    ``every`` rounds and/or after the last round. Its released setting: λ1 = λ2 = 1,
+    10 epochs, lr 1e-5 on a pretrained CLIP."""
+
+    enabled: bool = False
+    every: int = Field(0, ge=0, description="after every k-th round (0: not periodically)")
+    at_end: bool = Field(True, description="after the last round")
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(32, ge=2)
+    weight_decay: float = Field(0.1, ge=0)
+    lambda1: float = Field(1.0, ge=0, description="weight of the multimodal CLIP loss")
+    lambda2: float = Field(1.0, ge=0, description="weight of the unimodal self-supervised losses")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.enabled and self.every == 0 and not self.at_end:
+            raise ValueError("enabled = true with every = 0 and at_end = false never runs; "
+                             "set every ≥ 1 or at_end = true")
+        if self.lambda1 == 0 and self.lambda2 == 0:
+            raise ValueError("lambda1 = lambda2 = 0 leaves no loss; allowed: at least one > 0")
+        return self
+
+
+class DefenseConfig(_Section):
+    """Defenses that are not an aggregation rule (those are ``[strategy]``): server-side steps
+    after aggregation."""
+
+    cleanclip: CleanCLIPConfig = Field(default_factory=CleanCLIPConfig)
 
 
 class TriggerConfig(_Section):
@@ -313,6 +369,7 @@ class Config(_Section):
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
@@ -344,6 +401,11 @@ class Config(_Section):
             raise ValueError(
                 f"clients.num={self.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
                 f"(data.train_size={self.data.train_size})"
+            )
+        if self.defense.cleanclip.enabled and self.data.root_size < MIN_CLIENT_SAMPLES:
+            raise ValueError(
+                f"defense.cleanclip.enabled = true fine-tunes on the clean server split, but "
+                f"data.root_size={self.data.root_size}; allowed: ≥ {MIN_CLIENT_SAMPLES}"
             )
         bad = [m for m in self.attack.malicious if not 0 <= m < self.clients.num]
         if bad:

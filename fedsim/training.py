@@ -19,6 +19,15 @@ def clip_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+# (model, row indices of the batch, epoch) → the batch's loss
+BatchLoss = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
+
+
+def pairs_loss(images: torch.Tensor, tokens: torch.Tensor, preprocess) -> BatchLoss:
+    """CLIP's InfoNCE on the batch's (image, caption) pairs as they are."""
+    return lambda model, idx, epoch: clip_loss(*model(preprocess(images[idx]), tokens[idx])[:3])
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator):
     """Shuffled index batches of one epoch; the last smaller batch is kept unless it would
     hold a single pair (a contrastive loss needs two)."""
@@ -42,23 +51,27 @@ def train_epochs(
     generator: torch.Generator,
     lr_schedule: Callable[[int, int], float] | None = None,
     after_step: Callable[[torch.nn.Module], None] | None = None,
+    batch_loss: BatchLoss | None = None,
 ) -> float:
     """Train ``model`` in place with AdamW on (images, tokens) pairs; return the mean loss.
 
     ``lr_schedule(step, total_steps)`` multiplies ``lr`` per step (constant when None);
-    ``after_step(model)`` runs after every optimiser step (e.g. a PGD projection)."""
+    ``after_step(model)`` runs after every optimiser step (e.g. a PGD projection);
+    ``batch_loss(model, idx, epoch)``: the loss of the batch of rows ``idx`` in epoch
+    ``epoch`` (0-based), for objectives other than CLIP's InfoNCE on the pairs as they are
+    (``fedsim.objectives``)."""
+    batch_loss = batch_loss or pairs_loss(images, tokens, preprocess)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = sum(1 for _ in range(0, len(images), batch_size))
     total = max(1, epochs * steps_per_epoch)
     losses, step = [], 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for idx in batches(len(images), batch_size, generator):
             if lr_schedule is not None:
                 for group in opt.param_groups:
                     group["lr"] = lr * lr_schedule(step, total)
-            img_f, txt_f, scale = model(preprocess(images[idx]), tokens[idx])[:3]
-            loss = clip_loss(img_f, txt_f, scale)
+            loss = batch_loss(model, idx, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -5,6 +5,7 @@ from strategies.bulyan import bulyan
 from strategies.clipping import centered_clipping, norm_clipping
 from strategies.detection import detection_counts
 from strategies.dnc import dnc
+from strategies.eminspector import eminspector
 from strategies.fedavg import fedavg
 from strategies.flame import flame
 from strategies.fltrust import fltrust
@@ -31,6 +32,7 @@ RULES = {
     "fltrust": fltrust,
     "rlr": rlr,
     "dnc": dnc,
+    "eminspector": eminspector,
 }
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "centered_clipping",
     "detection_counts",
     "dnc",
+    "eminspector",
     "fedavg",
     "flame",
     "fltrust",

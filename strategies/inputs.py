@@ -14,6 +14,8 @@ INPUTS = {
     "previous": "the last aggregate applied, None before the first (centered clipping)",
     "root_update": "the server's own update on its clean root data from the global model (FLTrust)",
     "generator": "a torch.Generator seeded by (seed, round), for rules that draw noise or samples",
+    "embed": "embed(Δ) → (m, D): the image embeddings the model w_global + Δ gives the server's "
+             "m probe inputs (EmInspector)",
 }
 
 

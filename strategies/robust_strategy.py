@@ -7,9 +7,9 @@ the rule, (4) applies ``global + server_lr · aggregate`` — unless the rule ra
 NaN/Inf: the round is then skipped and the global model kept —, and (5) records what the rule
 accepted against the known malicious partitions. Only the nodes sent a message this round count,
 each once, with the integer partition id they were sent as. The extra inputs a rule declares with
-``takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``) are
-kept here and passed in. An optional server-side step (``post_aggregate``, e.g. fine-tuning on
-server data) maps the new global model before it is sent.
+``takes`` (``strategies.inputs``: ``history``, ``previous``, ``root_update``, ``generator``,
+``embed``) are kept here and passed in. An optional server-side step (``post_aggregate``, e.g.
+fine-tuning on server data) maps the new global model before it is sent.
 
 Resuming: ``state_dict()`` holds everything the strategy carries from round to round (the
 rules' history and previous aggregate, the round reached, the global model each ``remember``
@@ -44,8 +44,9 @@ MAX_NUM_EXAMPLES = 10**7
 
 # (round, partition ids in row order, updates (n, d), malicious row mask) → updates to use
 Adversary = Callable[[int, list[int], torch.Tensor, torch.Tensor], torch.Tensor]
-# (global arrays, round) → arrays: a server-side step on the new global model of the round
-PostAggregate = Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]
+# (global arrays, round) → (arrays, metrics for the round's record): a server-side step on the
+# new global model of the round
+PostAggregate = Callable[[dict[str, np.ndarray], int], tuple[dict[str, np.ndarray], dict]]
 
 
 def _rejected(pid: int | None, reason: str):
@@ -68,10 +69,11 @@ class RobustStrategy(Strategy):
     ``num_partitions``: the nodes must hold exactly the partition ids 0..num_partitions − 1,
     one node each (checked before round 1).
     ``root_update_fn(global_state, round) -> (d,)``: for rules that take ``root_update``.
+    ``embed_fn(global_state) -> embed``: for rules that take ``embed`` (``strategies.inputs``).
     ``round_config_fn(round) -> dict``: per-round entries added to the train config.
-    ``post_aggregate(global_arrays, round) -> arrays``: a server-side step on the aggregated
-    model (same keys, shapes and dtypes) before it is sent; its output is checked for NaN/Inf
-    like the aggregate.
+    ``post_aggregate(global_arrays, round) -> (arrays, metrics)``: a server-side step on the
+    aggregated model (same keys, shapes and dtypes) before it is sent; its output is checked
+    for NaN/Inf like the aggregate, and its metrics go into the round's record.
     ``remember``: partition ids whose node keeps the global models it received between rounds
     (Neurotoxin's attacker): the strategy keeps the last one sent to each, so that a resumed
     run hands it back (``NODE_MEMORY``) the first time the node trains again."""
@@ -88,6 +90,7 @@ class RobustStrategy(Strategy):
         malicious: Iterable[int] = (),
         adversary: Adversary | None = None,
         root_update_fn: Callable[[dict, int], torch.Tensor] | None = None,
+        embed_fn: Callable[[dict], Callable[[torch.Tensor], torch.Tensor]] | None = None,
         round_config_fn: Callable[[int], dict] | None = None,
         post_aggregate: PostAggregate | None = None,
         weigh_by_examples: bool = True,
@@ -97,12 +100,14 @@ class RobustStrategy(Strategy):
         self.num_partitions, self.per_round = num_partitions, per_round
         self.seed, self.server_lr = seed, server_lr
         self.malicious = set(malicious)
-        self.adversary, self.root_update_fn = adversary, root_update_fn
+        self.adversary, self.root_update_fn, self.embed_fn = adversary, root_update_fn, embed_fn
         self.round_config_fn, self.post_aggregate = round_config_fn, post_aggregate
         self.weigh_by_examples = weigh_by_examples
         self._wants = inputs_of(rule)
         if "root_update" in self._wants and root_update_fn is None:
             raise ValueError(f"{rule.__name__} takes root_update: pass root_update_fn")
+        if "embed" in self._wants and embed_fn is None:
+            raise ValueError(f"{rule.__name__} takes embed: pass embed_fn")
         self.node_of: dict[int, int] = {}  # partition id → node id
         self.history: dict[int, torch.Tensor] = {}
         self.previous: torch.Tensor | None = None
@@ -230,6 +235,8 @@ class RobustStrategy(Strategy):
             kwargs["previous"] = self.previous
         if "root_update" in self._wants:
             kwargs["root_update"] = self.root_update_fn(self._global, server_round)
+        if "embed" in self._wants:
+            kwargs["embed"] = self.embed_fn(self._global)
         if "generator" in self._wants:
             kwargs["generator"] = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
         try:
@@ -260,7 +267,8 @@ class RobustStrategy(Strategy):
                 out[k] = flat[i : i + a.size].reshape(a.shape).numpy().astype(a.dtype)
                 i += a.size
         if self.post_aggregate is not None:
-            out = self.post_aggregate(out, server_round)
+            out, step_metrics = self.post_aggregate(out, server_round)
+            stats.update(step_metrics)
         if not all(np.isfinite(v).all() for v in out.values()):
             stats["skipped"] = "the new global model would hold NaN or Inf"
             log(WARNING, "round %d: %s", server_round, stats["skipped"])

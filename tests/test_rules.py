@@ -454,6 +454,8 @@ def _params(name: str, x: torch.Tensor, seed: int = 0) -> dict:
         "fltrust": {"root_update": x.mean(0)},
         "rlr": {"theta": 4},
         "dnc": {"f": 2, "b": 10, "generator": gen(seed)},
+        # a linear "model" with 4 probe inputs and 8-d embeddings
+        "eminspector": {"embed": lambda u: (randn(32, D, seed=seed + 1, dtype=u.dtype) @ u).view(4, 8)},
     }[name]
 
 

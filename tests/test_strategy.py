@@ -330,7 +330,7 @@ def test_post_aggregate_step_maps_the_new_global_model(flower_task):
 
     def halve(arrays, server_round):
         calls.append((server_round, {k: v.copy() for k, v in arrays.items()}))
-        return {k: v * 0.5 for k, v in arrays.items()}
+        return {k: v * 0.5 for k, v in arrays.items()}, {"halved": True}
 
     rng = np.random.default_rng(19)
     plain = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0)
@@ -342,12 +342,13 @@ def test_post_aggregate_step_maps_the_new_global_model(flower_task):
     for k in SHAPES:
         np.testing.assert_array_equal(calls[0][1][k], aggregated[k])  # the step sees the aggregate
         np.testing.assert_array_equal(sent[k], aggregated[k] * 0.5)  # and its output is what is sent
+    assert stepped.last_round["halved"] is True  # its metrics go into the round's record
 
 
 def test_a_non_finite_post_aggregate_step_is_never_applied(flower_task):
     rng = np.random.default_rng(21)
     strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0,
-                              post_aggregate=lambda arrays, r: {k: v * np.nan for k, v in arrays.items()})
+                              post_aggregate=lambda arrays, r: ({k: v * np.nan for k, v in arrays.items()}, {}))
     global_state = _state(rng)
     new_state, _ = _play(strategy, 2, global_state, 1, rng)
     assert new_state is global_state and "NaN or Inf" in strategy.last_round["skipped"]

@@ -41,14 +41,15 @@ from fedsim.config import (
     source_splits,
 )
 from fedsim.data import load_split
-from fedsim.evaluation import Evaluator
+from fedsim.evaluation import Evaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
+from fedsim.objectives import TRAINING, cleanclip_finetune
 from fedsim.pretrain import warm_start
-from fedsim.records import flatten, float_state, from_array_record, load_float_state
+from fedsim.records import flatten, float_state, from_array_record, load_float_state, unflatten
 from fedsim.training import train_epochs
 from strategies import RULES
 from strategies.inputs import INPUTS, inputs_of
-from strategies.robust_strategy import RobustStrategy
+from strategies.robust_strategy import PostAggregate, RobustStrategy
 
 
 # -- policies both sides derive from the config ------------------------------------------------
@@ -106,6 +107,17 @@ def _model(name: str):
 
 
 # -- the client --------------------------------------------------------------------------------
+def training_of(cfg: Config) -> Callable:
+    """The honest clients' training mode ``clients.training`` with its parameters bound."""
+    c = cfg.clients
+    params = {
+        "standard": {},
+        "roclip": {"every": c.roclip_every, "pool_size": c.roclip_pool},
+        "adversarial": {"eps": c.adversarial_eps, "alpha": c.adversarial_alpha, "steps": c.adversarial_steps},
+    }[c.training]
+    return partial(TRAINING[c.training], **params)
+
+
 def build_client(cfg: Config, config_json: str, partition_id: int,
                  last_globals: tuple[dict, dict] | None = None) -> HonestClient:
     """Client ``partition_id``: honest, or honest plus its attack plan. ``last_globals`` are the
@@ -113,7 +125,7 @@ def build_client(cfg: Config, config_json: str, partition_id: int,
     model, preprocess, tokenizer = _model(cfg.model.name)
     data = _partition(config_json, partition_id, preprocess.image_size)
     if partition_id not in cfg.malicious:
-        return HonestClient(model, preprocess, tokenizer, data, partition_id)
+        return HonestClient(model, preprocess, tokenizer, data, partition_id, objective=training_of(cfg))
     plan = attack_plan(cfg, data, partition_id, preprocess, tokenizer,
                        seed=client_seed(cfg, 0, partition_id), last_globals=last_globals)
     return MaliciousClient(model, preprocess, tokenizer, data, partition_id, **vars(plan))
@@ -150,24 +162,34 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
     })})
 
 
+def _state(arrays: dict[str, np.ndarray]) -> OrderedDict[str, torch.Tensor]:
+    """The strategy's global arrays as a state dict, copied (a model loaded from it never aliases them)."""
+    return OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays.items())
+
+
+def root_split(cfg: Config, preprocess, user: str):
+    """The clean server split (FLTrust's root data, CleanCLIP's clean pairs, EmInspector's
+    inspection images; ``user`` names which in the error): shapes' "root" split, or a source's
+    ``data.root_size`` samples outside the training choice, at the model's image size."""
+    if cfg.data.name == "shapes":
+        return load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
+    root = source_splits(cfg)[1]
+    if len(root) < 2:
+        raise ValueError(
+            f"{user}: {root.source} has {len(root)} samples left outside the training choice "
+            f"(need 2+); lower data.train_size or raise data.root_size"
+        )
+    return root.materialize(preprocess.image_size)
+
+
 def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
     """FLTrust's server update g0: the honest recipe on the clean root split, at the round's
-    learning rate (as the clients train), so g0 and the client updates are on one scale. A
-    source's root split is its ``data.root_size`` samples outside the training choice."""
-    if cfg.data.name == "shapes":
-        root = load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
-    else:
-        root = source_splits(cfg)[1]
-        if len(root) < 2:
-            raise ValueError(
-                f"FLTrust's root data: {root.source} has {len(root)} samples left outside the "
-                f"training choice (need 2+); lower data.train_size or raise data.root_size"
-            )
-        root = root.materialize(preprocess.image_size)
+    learning rate (as the clients train), so g0 and the client updates are on one scale."""
+    root = root_split(cfg, preprocess, "FLTrust's root data")
     tokens = tokenize(tokenizer, root.captions)
 
     def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
-        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in global_arrays.items())
+        state = _state(global_arrays)
         load_float_state(model, state)
         train_epochs(
             model, root.images, tokens, preprocess=preprocess,
@@ -180,9 +202,62 @@ def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict,
     return fn
 
 
-def build_strategy(cfg: Config) -> RobustStrategy:
-    """The rule of ``strategy.name`` in the Flower strategy, with the inputs it declares."""
+def probe_embed_fn(cfg: Config, model, preprocess) -> Callable[[dict], Callable[[torch.Tensor], torch.Tensor]]:
+    """EmInspector's ``embed``: for the global model of the round, Δ ↦ the L2-normalised image
+    embeddings that w_global + Δ gives the inspection images, the clean server split's
+    (``data.root_size`` images; the paper uses a handful, e.g. ten CIFAR-100 images)."""
+    probes = root_split(cfg, preprocess, "EmInspector's inspection images").images
+
+    def fn(global_arrays: dict[str, np.ndarray]) -> Callable[[torch.Tensor], torch.Tensor]:
+        like = _state(global_arrays)
+        center = flatten(like)
+
+        def embed(update: torch.Tensor) -> torch.Tensor:
+            load_float_state(model, unflatten(center + update.to(center.dtype), like))
+            return encode_images(model, probes, preprocess)
+
+        return embed
+
+    return fn
+
+
+def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable[[], dict]) -> PostAggregate:
+    """CleanCLIP (Bansal et al., ICCV 2023) after aggregation, in the rounds ``defense.cleanclip``
+    names (every k-th, and/or the last): evaluate the aggregate (``evaluate()`` of ``model``),
+    fine-tune it on the clean server split (``cleanclip_finetune``, seeded by (seed, round)),
+    send on the result. The round's record gets the aggregate's CA and ASR as
+    ``clean_accuracy_before_cleanclip`` / ``attack_success_rate_before_cleanclip`` and the
+    mean loss as ``cleanclip_loss``; its ``clean_accuracy`` / ``attack_success_rate`` are the
+    fine-tuned model's, the one sent."""
+    c = cfg.defense.cleanclip
+    clean = root_split(cfg, preprocess, "CleanCLIP's clean data")
+
+    def step(arrays: dict[str, np.ndarray], server_round: int) -> tuple[dict[str, np.ndarray], dict]:
+        if not ((c.every and server_round % c.every == 0) or (c.at_end and server_round == cfg.rounds)):
+            return arrays, {}
+        load_float_state(model, _state(arrays))
+        before = evaluate()
+        loss = cleanclip_finetune(
+            model, clean.images, clean.captions, tokenizer=tokenizer, preprocess=preprocess,
+            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
+            lambda1=c.lambda1, lambda2=c.lambda2,
+            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + server_round),
+        )
+        state = float_state(model)
+        return {k: state[k].numpy().astype(a.dtype) for k, a in arrays.items()}, {
+            "clean_accuracy_before_cleanclip": before["clean_accuracy"],
+            "attack_success_rate_before_cleanclip": before["attack_success_rate"],
+            "cleanclip_loss": loss,
+        }
+
+    return step
+
+
+def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None) -> RobustStrategy:
+    """The rule of ``strategy.name`` in the Flower strategy, with the inputs it declares, and
+    the server-side step ``post_aggregate``."""
     rule = RULES[cfg.strategy.name]
+    wants = inputs_of(rule)
     return RobustStrategy(
         rule,
         cfg.strategy.params,
@@ -192,10 +267,13 @@ def build_strategy(cfg: Config) -> RobustStrategy:
         server_lr=cfg.strategy.server_lr,
         malicious=cfg.malicious,
         adversary=adversary_of(cfg),
-        # Only FLTrust needs the server's own model and root split: build them only for it.
+        # Only FLTrust and EmInspector need a server model and the root split: build them only then.
         root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name))
-        if "root_update" in inputs_of(rule) else None,
+        if "root_update" in wants else None,
+        embed_fn=probe_embed_fn(cfg, *create_model_and_transforms(cfg.model.name)[:2])
+        if "embed" in wants else None,
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
+        post_aggregate=post_aggregate,
         # Neurotoxin's attacker node remembers the global models it received (its mask)
         remember=cfg.malicious if cfg.attack.update.name == "neurotoxin" else (),
     )
@@ -247,7 +325,9 @@ def build_server(cfg: Config, *, log=print) -> Server:
         load_float_state(model, from_array_record(arrays))
         return evaluator()
 
-    return Server(cfg, initial, build_strategy(cfg), evaluate)
+    step = (cleanclip_step(cfg, model, preprocess, tokenizer, evaluator)
+            if cfg.defense.cleanclip.enabled else None)
+    return Server(cfg, initial, build_strategy(cfg, step), evaluate)
 
 
 # -- config checks that need the registries ----------------------------------------------------
@@ -277,6 +357,7 @@ def check_strategy(cfg: Config) -> None:
     extra = {
         "history": updates.clone(), "previous": None,
         "root_update": torch.randn(16, generator=g), "generator": g,
+        "embed": lambda u: u.view(4, 4),  # 4 probes, 4-d embeddings: a linear "model"
     }
     try:
         rule(updates, weights=torch.ones(n), **s.params, **{k: extra[k] for k in inputs_of(rule)})

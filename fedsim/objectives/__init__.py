@@ -1,0 +1,55 @@
+"""Contrastive objectives beyond CLIP's InfoNCE on the pairs as they are: the honest clients'
+robust local training modes (``TRAINING``, chosen by ``clients.training``) and CleanCLIP's
+server-side fine-tuning.
+
+A training mode is a factory ``mode(model, images, captions, *, tokenizer, preprocess,
+generator, epoch_offset, **params) -> batch_loss`` called once per round with the round's
+global model loaded; ``batch_loss(model, idx, epoch)`` is what
+``fedsim.training.train_epochs`` minimises. ``epoch_offset``: (round − 1) · local epochs, the
+local epochs before this round on the run's clock (for cadences counted over the run)."""
+
+from __future__ import annotations
+
+import torch
+
+from fedsim.models import Preprocess, tokenize
+from fedsim.objectives.adversarial import adversarial, pgd_images
+from fedsim.objectives.augment import augment_images, eda, image_views
+from fedsim.objectives.cleanclip import cleanclip_finetune, cleanclip_loss
+from fedsim.objectives.roclip import nearest_captions, roclip
+from fedsim.training import BatchLoss, pairs_loss
+
+
+def standard(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    captions: tuple[str, ...],
+    *,
+    tokenizer,
+    preprocess: Preprocess,
+    generator: torch.Generator,
+    epoch_offset: int,
+) -> BatchLoss:
+    """CLIP's symmetric InfoNCE on the client's pairs as they are (Radford et al., ICML 2021)."""
+    return pairs_loss(images, tokenize(tokenizer, captions), preprocess)
+
+
+TRAINING = {
+    "standard": standard,
+    "roclip": roclip,
+    "adversarial": adversarial,
+}
+
+__all__ = [
+    "TRAINING",
+    "adversarial",
+    "augment_images",
+    "cleanclip_finetune",
+    "cleanclip_loss",
+    "eda",
+    "image_views",
+    "nearest_captions",
+    "pgd_images",
+    "roclip",
+    "standard",
+]
