@@ -333,6 +333,11 @@ class ResourcesConfig(_Section):
     client_cpus: float = Field(1.0, gt=0, description="Ray CPUs per client")
     client_threads: int = Field(1, ge=1, description="torch threads per client")
     total_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
+    ray_address: str | None = Field(
+        None, min_length=1,
+        description="a running Ray cluster to run the clients on, e.g. '127.0.0.1:6379' (what "
+                    "`ray start --head` prints); unset: each run starts and ends its own Ray",
+    )
 
 
 class FaultsConfig(_Section):

@@ -52,7 +52,7 @@ def check_resources(cfg: Config) -> None:
     may exceed this machine's cores (Ray counts logical CPUs; clients then share cores)."""
     r = cfg.resources
     total = r.total_cpus or available_cpus()
-    if r.client_cpus > total:
+    if r.ray_address is None and r.client_cpus > total:
         where = ("resources.total_cpus" if r.total_cpus else
                  "all of this machine's; resources.total_cpus is unset")
         raise ConfigError(invalid([
@@ -61,13 +61,21 @@ def check_resources(cfg: Config) -> None:
         ]))
 
 
-def backend_config(cfg: Config, ray_dir: Path, verbose: bool = False) -> dict:
+def backend_config(cfg: Config, ray_dir: Path | None, verbose: bool = False) -> dict:
     """Ray resources: each client asks for ``client_cpus`` CPUs and uses ``client_threads``
     torch threads, so 2 clients train at once on 2 cores without oversubscription. Ray keeps
     its session (sockets, logs, spilled objects) under ``ray_dir``, this run's own folder.
     The workers' own log lines reach the terminal only with ``verbose`` (a client's failure
     still reaches the server as an error reply, recorded in rounds.jsonl); otherwise Flower's
-    "Manually terminating ClientAppActor" warnings would trail every stopped run."""
+    "Manually terminating ClientAppActor" warnings would trail every stopped run.
+    With ``resources.ray_address`` the clients run on that cluster instead (its CPUs, its
+    folders; ``ray_dir`` is None)."""
+    if cfg.resources.ray_address is not None:
+        return {
+            "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
+            "init_args": {"address": cfg.resources.ray_address, "logging_level": logging.ERROR,
+                          "log_to_driver": verbose},
+        }
     total = cfg.resources.total_cpus or available_cpus()
     return {
         "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
@@ -164,6 +172,14 @@ def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+def disconnect_ray() -> None:
+    """Leave a Ray cluster this process connected to (Flower already does on a clean end)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None,
         resume: dict | None = None) -> dict:
     """Run ``cfg``; return the summary (also written to ``OUT/summary.json``). Its ``status``
@@ -189,8 +205,10 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     stop = threading.Event()
     t0 = time.perf_counter() - (float(resume["wall_s"]) if resume is not None else 0.0)
     status, error = "completed", None
-    ray_dir = new_ray_dir()
-    (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
+    # A private Ray session per run, unless the clients go to a running cluster (which lives on)
+    ray_dir = new_ray_dir() if cfg.resources.ray_address is None else None
+    if ray_dir is not None:
+        (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
     try:
         with _stop_on_sigint(stop):
             run_simulation(
@@ -215,8 +233,11 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
         stop.set()
         if "thread" in result and result["thread"] is not threading.current_thread():
             result["thread"].join()
-        end_ray(ray_dir)
-        (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
+        if ray_dir is not None:
+            end_ray(ray_dir)
+            (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
+        else:
+            disconnect_ray()
         summary = finish(run_dir, cfg, initial=result.get("initial"),
                          wall_s=time.perf_counter() - t0, status=status, error=error)
     if summary["status"] == "completed":
