@@ -305,3 +305,151 @@ def test_a_history_rule_gets_every_clients_running_sum(flower_task):
         strategy.aggregate_train(r, [_reply(clients[p], p) for p in range(2)])
         sums += np.stack([np.concatenate([(clients[p][k] - glob[k]).ravel() for k in SHAPES]) for p in range(2)])
         np.testing.assert_allclose(spy.calls[-1]["history"].numpy(), sums, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- what each train message holds
+def test_train_messages_hold_the_arrays_the_round_and_the_round_config(flower_task):
+    rng = np.random.default_rng(40)
+    strategy = RobustStrategy(fedavg, num_partitions=5, per_round=3, seed=2,
+                              round_config_fn=lambda r: {"lr": 0.5 / r, "tag": f"r{r}"})
+    glob = _state(rng)
+    msgs = list(strategy.configure_train(4, _record(glob), ConfigRecord({"kept": 7}), FakeGrid5()))
+    assert len(msgs) == 3
+    for m in msgs:
+        assert set(m.content.array_records) == {"arrays"} and set(m.content.config_records) == {"config"}
+        cfg = m.content.config_records["config"]
+        assert dict(cfg) == {"kept": 7, "server-round": 4, "lr": 0.125, "tag": "r4"}
+        for k in SHAPES:
+            np.testing.assert_array_equal(m.content.array_records["arrays"][k].numpy(), glob[k])
+    stats = strategy.last_round
+    assert set(stats) == {"round", "t0", "participants", "bytes_down"}
+    assert stats["round"] == 4 and isinstance(stats["t0"], float)
+    assert stats["participants"] == sorted(m.metadata.dst_node_id - 100 for m in msgs)
+    assert stats["bytes_down"] == 3 * _record(glob).count_bytes()
+
+
+class FakeGrid5:
+    def get_node_ids(self):
+        return [100 + p for p in range(5)]
+
+    def send_and_receive(self, messages, timeout=None):
+        return [reply_from(m.metadata.dst_node_id,
+                           RecordDict({"info": MetricRecord({"partition-id": m.metadata.dst_node_id - 100})}),
+                           MessageType.QUERY) for m in messages]
+
+
+def test_only_remembered_nodes_have_their_last_global_kept(flower_task):
+    rng = np.random.default_rng(41)
+    strategy = RobustStrategy(fedavg, num_partitions=5, per_round=5, seed=0, remember=[3])
+    strategy.configure_train(1, _record(_state(rng)), ConfigRecord(), FakeGrid5())
+    assert set(strategy.last_sent) == {3}
+    restored = {k: np.full(s, 9.0, np.float32) for k, s in SHAPES.items()}
+    strategy.load_state_dict({"rounds_done": 1, "history": {}, "previous": None,
+                              "last_sent": {"3": {k: torch.from_numpy(v) for k, v in restored.items()}}})
+    glob = _state(rng)
+    msgs = {m.metadata.dst_node_id - 100: m for m in strategy.configure_train(1, _record(glob), ConfigRecord(), FakeGrid5())}
+    memory = msgs[3].content
+    assert set(memory.array_records) == {"arrays", robust_strategy.NODE_MEMORY}
+    assert dict(memory.config_records["config"]) == {"server-round": 2}
+    for k in SHAPES:
+        np.testing.assert_array_equal(memory.array_records["arrays"][k].numpy(), glob[k])
+        np.testing.assert_array_equal(memory.array_records[robust_strategy.NODE_MEMORY][k].numpy(), restored[k])
+    for k in SHAPES:  # what node 3 was sent this round is what it remembers next
+        np.testing.assert_array_equal(strategy.last_sent[3][k].numpy(), glob[k])
+
+
+# --------------------------------------------------------------------------- rules that need the server
+def test_root_update_and_embed_come_from_the_round_s_global_model(flower_task):
+    seen = {}
+
+    def root_update_fn(global_state, server_round):
+        seen["root"] = ({k: v.copy() for k, v in global_state.items()}, server_round)
+        return torch.ones(17)
+
+    def embed_fn(global_state):
+        seen["embed"] = {k: v.copy() for k, v in global_state.items()}
+        return "probe-embedder"
+
+    def rule(updates, *, weights=None, root_update, embed):
+        seen["rule"] = (root_update.clone(), embed)
+        return AggregationResult(aggregate=updates.mean(0), accepted=all_accepted(len(updates)))
+
+    takes("root_update", "embed")(rule)
+    rng = np.random.default_rng(42)
+    strategy = RobustStrategy(rule, num_partitions=2, per_round=2, seed=0,
+                              root_update_fn=root_update_fn, embed_fn=embed_fn)
+    glob = _state(rng)
+    _start(strategy, 2, glob, server_round=3)
+    strategy.aggregate_train(3, [_reply(_state(rng), p) for p in range(2)])
+    assert seen["root"][1] == 3
+    for k in SHAPES:
+        np.testing.assert_array_equal(seen["root"][0][k], glob[k])
+        np.testing.assert_array_equal(seen["embed"][k], glob[k])
+    assert torch.equal(seen["rule"][0], torch.ones(17)) and seen["rule"][1] == "probe-embedder"
+
+
+def test_the_rule_s_generator_is_seeded_seed_times_1000003_plus_the_round(flower_task):
+    drawn = []
+
+    def rule(updates, *, weights=None, generator):
+        drawn.append(torch.rand(3, generator=generator))
+        return AggregationResult(aggregate=updates.mean(0), accepted=all_accepted(len(updates)))
+
+    takes("generator")(rule)
+    rng = np.random.default_rng(43)
+    strategy = RobustStrategy(rule, num_partitions=2, per_round=2, seed=5)
+    strategy.load_state_dict({"rounds_done": 2, "history": {}, "previous": None, "last_sent": {}})
+    _start(strategy, 2, _state(rng))
+    strategy.aggregate_train(1, [_reply(_state(rng), p) for p in range(2)])  # round 3
+    assert torch.equal(drawn[0], torch.rand(3, generator=torch.Generator().manual_seed(5 * 1_000_003 + 3)))
+
+
+# --------------------------------------------------------------------------- what a round returns
+def test_the_new_global_model_has_every_array_in_place(flower_task):
+    """Three arrays of different sizes: each gets its own slice of global + aggregate."""
+    shapes = {"x": (2, 3), "y": (4,), "z": (1, 5)}
+    rng = np.random.default_rng(44)
+    glob = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    clients = [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for _ in range(2)]
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0)
+    _start(strategy, 2, glob)
+    out, metrics = strategy.aggregate_train(1, [_reply(clients[p], p, **{"train-loss": 2.0 + p}) for p in range(2)])
+    for k in shapes:
+        np.testing.assert_allclose(out[k].numpy(), (clients[0][k] + clients[1][k]) / 2, rtol=1e-5, atol=1e-6)
+        assert out[k].numpy().dtype == np.float32
+    assert dict(metrics) == {"num-clients": 2, "train-loss": 2.5}
+    assert strategy.last_round["rule_info"] == {}
+
+
+@pytest.mark.parametrize("error, traceback", [(ValueError("needs n > 2f + 2"), False), (RuntimeError("singular"), True)])
+def test_a_rule_that_raises_is_logged_with_its_name_and_error(flower_task, logged, monkeypatch, error, traceback):
+    calls = []
+    monkeypatch.setattr(robust_strategy, "log", lambda level, fmt, *args, **kw: calls.append((fmt % args, kw)))
+
+    def krumish(updates, *, weights=None):
+        raise error
+
+    rng = np.random.default_rng(45)
+    strategy = RobustStrategy(krumish, num_partitions=2, per_round=2, seed=0)
+    _start(strategy, 2, _state(rng))
+    assert strategy.aggregate_train(1, [_reply(_state(rng), p) for p in range(2)]) == (None, None)
+    assert calls == [(f"round 1: krumish not applied: {error}", {"exc_info": traceback})]
+    assert strategy.last_round["skipped"] == f"krumish raised {type(error).__name__}: {error}"
+
+
+def test_a_skipped_round_logs_why(flower_task, logged):
+    def nan_rule(updates, *, weights=None):
+        return AggregationResult(aggregate=torch.full((updates.shape[1],), float("nan")),
+                                 accepted=all_accepted(len(updates)))
+
+    rng = np.random.default_rng(46)
+    strategy = RobustStrategy(nan_rule, num_partitions=2, per_round=2, seed=0)
+    _start(strategy, 2, _state(rng))
+    strategy.aggregate_train(1, [_reply(_state(rng), p) for p in range(2)])
+    assert (30, "round 1: nan_rule returned a NaN or Inf aggregate") in logged
+    overflow = RobustStrategy(fedavg, num_partitions=1, per_round=1, seed=0, server_lr=1e38)
+    glob = {k: np.full(s, 3e38, np.float32) for k, s in SHAPES.items()}
+    _start(overflow, 1, glob)
+    overflow.aggregate_train(1, [_reply({k: np.full(s, 3.3e38, np.float32) for k, s in SHAPES.items()}, 0)])
+    assert overflow.last_round["skipped"] == "the new global model would hold NaN or Inf"
+    assert (30, "round 1: the new global model would hold NaN or Inf") in logged
