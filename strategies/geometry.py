@@ -44,9 +44,17 @@ def _symmetric(g: torch.Tensor) -> torch.Tensor:
 def _lower_median(block: torch.Tensor) -> torch.Tensor:
     """Per column, the ⌈n/2⌉-th smallest value (the lower median) of an (n, b) block."""
     k = (block.shape[0] - 1) // 2
-    if block.device.type == "cpu":
-        # numpy's partition is several times faster than torch's median/kthvalue on CPU.
-        return torch.from_numpy(np.partition(block.numpy(), k, axis=0)[k])
+    # numpy's partition is several times faster than torch's median/kthvalue on CPU.
+    return _kth_smallest_numpy(block, k) if block.device.type == "cpu" else _kth_smallest_torch(block, k)
+
+
+def _kth_smallest_numpy(block: torch.Tensor, k: int) -> torch.Tensor:
+    """Per column, the (k+1)-th smallest value of a CPU (n, b) block."""
+    return torch.from_numpy(np.partition(block.numpy(), k, axis=0)[k])
+
+
+def _kth_smallest_torch(block: torch.Tensor, k: int) -> torch.Tensor:
+    """The same on any device (``kthvalue`` counts from 1)."""
     return block.kthvalue(k + 1, dim=0).values
 
 

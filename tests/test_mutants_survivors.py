@@ -278,3 +278,60 @@ def test_detection_counts_on_a_hand_counted_round():
         detection_counts([0], [True, False], 3)
     with pytest.raises(ValueError, match=r"^accepted indices \[3, 7\] are outside \[0, 3\)$"):
         detection_counts([0, 3, 7], [True, False, False], 3)
+
+
+# --------------------------------------------------------------------------- the lower median's two paths
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+def test_both_kth_smallest_paths_give_the_sorted_column_entry(n):
+    g = torch.Generator().manual_seed(n)
+    block = torch.randint(-3, 4, (n, 7), generator=g).to(torch.float32)  # ties on purpose
+    for k in range(n):
+        expected = block.sort(dim=0).values[k]
+        assert torch.equal(geometry._kth_smallest_numpy(block, k), expected)
+        assert torch.equal(geometry._kth_smallest_torch(block, k), expected)
+    assert torch.equal(geometry._lower_median(block), block.sort(dim=0).values[(n - 1) // 2])
+
+
+# --------------------------------------------------------------------------- BadNet patch geometry
+def test_a_pixel_patch_fits_up_to_the_shorter_side_of_either_dimension():
+    assert BadNetPatch(size=8).resolve(8, 8).size == 8
+    for h, w in ((8, 7), (7, 8)):
+        with pytest.raises(ValueError, match=rf"^badnet size=8 does not fit {h}×{w} images; allowed: an int in \[1, 7\]"):
+            BadNetPatch(size=8).resolve(h, w)
+
+
+def test_solid_and_noise_patch_pixels():
+    solid = BadNetPatch(size=3, pattern="solid", color=(1.0, 0.25, 0.5)).patch
+    assert solid.dtype == torch.float32 and solid.shape == (3, 3, 3)
+    assert solid[:, 0, 0].tolist() == [1.0, 0.25, 0.5] and (solid == solid[:, :1, :1]).all()
+    noise = BadNetPatch(size=3, pattern="noise", seed=4).patch
+    assert noise.dtype == torch.float32 and noise.shape == (3, 3, 3)
+    assert ((noise >= 0) & (noise < 1)).all() and len(set(noise.flatten().tolist())) == 27
+    assert torch.equal(BadNetPatch(size=3, pattern="noise", seed=4).patch, noise)
+    assert not torch.equal(BadNetPatch(size=3, pattern="noise", seed=5).patch, noise)
+
+
+# --------------------------------------------------------------------------- EmInspector by hand
+def test_eminspector_votes_per_probe_on_row_normalised_embeddings():
+    """4 clients, 2 probe inputs, 2-D embeddings of unequal norms (the update is the
+    embedding). S_i(t) = Σ_j cos(e_i(t), e_j(t)) from explicit cosines; vote +1 where
+    S_i(t) ≥ the probe's mean over clients; flagged when the votes sum above 0."""
+    from strategies.eminspector import eminspector
+
+    E = [[(2, 1), (0, -2)], [(-1, -3), (-3, -3)], [(-2, 2), (1, 3)], [(0, 1), (3, 2)]]
+
+    def cos(a, b):
+        return (a[0] * b[0] + a[1] * b[1]) / (math.hypot(*a) * math.hypot(*b))
+
+    scores = [0] * 4
+    for t in range(2):
+        S = [sum(cos(E[i][t], E[j][t]) for j in range(4)) for i in range(4)]
+        mean = sum(S) / 4
+        for i in range(4):
+            scores[i] += 1 if S[i] >= mean else -1
+    assert scores == [2, -2, 0, 2]  # client 2 scores exactly 0: accepted
+    updates = torch.tensor(E, dtype=torch.float32).reshape(4, 4)
+    result = eminspector(updates, embed=lambda u: u.view(2, 2))
+    assert result.accepted.tolist() == [1, 2]
+    assert result.info["malicious_score"] == scores
+    torch.testing.assert_close(result.aggregate, updates[[1, 2]].mean(0))
