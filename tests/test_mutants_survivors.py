@@ -335,3 +335,10 @@ def test_eminspector_votes_per_probe_on_row_normalised_embeddings():
     assert result.accepted.tolist() == [1, 2]
     assert result.info["malicious_score"] == scores
     torch.testing.assert_close(result.aggregate, updates[[1, 2]].mean(0))
+
+
+def test_bulyan_names_itself_and_f_in_a_bad_f():
+    from strategies import bulyan
+
+    with pytest.raises(ValueError, match=r"^bulyan: f=1\.5 must be an integer >= 0$"):
+        bulyan(torch.randn(9, 3), f=1.5)
