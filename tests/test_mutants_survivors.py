@@ -342,3 +342,41 @@ def test_bulyan_names_itself_and_f_in_a_bad_f():
 
     with pytest.raises(ValueError, match=r"^bulyan: f=1\.5 must be an integer >= 0$"):
         bulyan(torch.randn(9, 3), f=1.5)
+
+
+# --------------------------------------------------------------------------- the input contract
+def test_check_updates_messages_and_boundaries():
+    from strategies.result import all_accepted, check_finite, check_updates
+
+    assert all_accepted(3).dtype == torch.long and all_accepted(3).tolist() == [0, 1, 2]
+    for bad in (torch.zeros(3), torch.zeros(0, 4), torch.zeros(2, 2, 2)):
+        with pytest.raises(ValueError, match=rf"^updates must be an \(n, d\) tensor with n >= 1, got {re_shape(bad)}$"):
+            check_updates(bad)
+    assert check_updates(torch.zeros(2, 0)) is None  # d = 0 is a valid (if empty) update
+    with pytest.raises(ValueError, match=r"^updates must be floating point, got torch.int64$"):
+        check_updates(torch.zeros(2, 3, dtype=torch.long))
+    u = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match=r"^weights must have shape \(3,\), got \(2,\)$"):
+        check_updates(u, torch.ones(2))
+    # zero weights are allowed as long as one is positive; a negative one or all zeros are not
+    torch.testing.assert_close(check_updates(u, torch.tensor([0.0, 1.0, 3.0])), torch.tensor([0.0, 0.25, 0.75]))
+    torch.testing.assert_close(check_updates(u, torch.tensor([0.5, 0.5, 0.0])), torch.tensor([0.5, 0.5, 0.0]))
+    for w in ([-1.0, 2.0, 2.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match=r"^weights must be finite, non-negative and not all zero$"):
+            check_updates(u, torch.tensor(w))
+    t = torch.zeros(12, 2)
+    t[[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 0] = float("nan")
+    t[1, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"^x contains NaN and Inf in row\(s\) \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] \.\.\.$"):
+        check_finite("x", t)
+    with pytest.raises(ValueError, match=r"^v contains Inf in entries \[1\]$"):
+        check_finite("v", torch.tensor([0.0, float("-inf")]))
+    ten = torch.full((10, 1), float("nan"))
+    with pytest.raises(ValueError, match=r"^y contains NaN in row\(s\) \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):
+        check_finite("y", ten)
+
+
+def re_shape(t):
+    import re
+
+    return re.escape(str(tuple(t.shape)))
