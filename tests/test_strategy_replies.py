@@ -453,3 +453,27 @@ def test_a_skipped_round_logs_why(flower_task, logged):
     overflow.aggregate_train(1, [_reply({k: np.full(s, 3.3e38, np.float32) for k, s in SHAPES.items()}, 0)])
     assert overflow.last_round["skipped"] == "the new global model would hold NaN or Inf"
     assert (30, "round 1: the new global model would hold NaN or Inf") in logged
+
+
+def test_undecodable_arrays_and_a_list_loss_never_crash_the_round(flower_task):
+    from flwr.app import Array, ArrayRecord
+
+    rng = np.random.default_rng(47)
+    strategy, spy, glob = _spy_strategy(rng, n=3)
+    broken = ArrayRecord({k: Array(np.zeros(s, np.float32)) for k, s in SHAPES.items()})
+    for array in broken.values():
+        array.data = b"\x00\x01"  # bytes no reader can decode
+    bad_bytes = reply_from(100, RecordDict({"arrays": broken, "metrics": MetricRecord({"num-examples": 1, "partition-id": 0})}))
+    listed = _reply(_state(rng), 1, **{"train-loss": [1.0, 2.0]})
+    out, _ = strategy.aggregate_train(1, [bad_bytes, listed, _reply(_state(rng), 2, **{"train-loss": 4.0})])
+    assert out is not None
+    assert strategy.last_round["rejected"]["0"].startswith("array 'a' cannot be read: ")
+    assert strategy.last_round["accepted"] == [1, 2]
+    assert strategy.last_round["train_loss"] == 4.0  # the list is no loss
+
+
+def test_state_dict_right_after_a_resume_keeps_the_rounds_done(flower_task):
+    strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0)
+    strategy.load_state_dict({"rounds_done": 4, "history": {}, "previous": None, "last_sent": {}})
+    assert strategy.state_dict()["rounds_done"] == 4
+    assert RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0).state_dict()["rounds_done"] == 0
