@@ -23,6 +23,7 @@ from fedsim.runner import RAY_SESSION, end_leftover_session, resumable, resume
 from strategies import centered_clipping, foolsgold
 from strategies.robust_strategy import NODE_MEMORY, RobustStrategy
 from tests.conftest import make_reply
+from tests.test_strategy import FakeGrid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,25 +75,6 @@ def test_rng_state_round_trip():
 
 
 # --------------------------------------------------------------------------- the strategy's state
-class _Grid:
-    """Nodes 100 + pid answer the partition query."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def get_node_ids(self):
-        return [100 + p for p in range(self.n)]
-
-    def send_and_receive(self, messages, timeout=None):
-        from flwr.app import MetricRecord, RecordDict
-
-        from tests.conftest import reply_from
-
-        return [reply_from(m.metadata.dst_node_id,
-                           RecordDict({"info": MetricRecord({"partition-id": m.metadata.dst_node_id - 100})}))
-                for m in messages]
-
-
 def _round(strategy, server_round, arrays, grid, rng):
     """One round: every sent client answers global + noise (client 0 larger, as an attacker)."""
     from flwr.app import ConfigRecord
@@ -108,13 +90,13 @@ def _round(strategy, server_round, arrays, grid, rng):
 
 
 @pytest.mark.parametrize("rule, params", [(foolsgold, {}), (centered_clipping, {"tau": 1.0})])
-def test_a_strategy_resumed_from_its_state_dict_aggregates_as_an_uninterrupted_one(rule, params, flower_task):
+def test_a_strategy_resumed_from_its_state_dict_aggregates_as_an_uninterrupted_one(rule, params, flower_task, tmp_path):
     """FoolsGold carries every client's update history, centered clipping the previous
     aggregate: a fresh strategy loaded with the state after round 2 must give round 3 and 4
     exactly as the strategy that never stopped."""
     from flwr.app import Array, ArrayRecord
 
-    grid = _Grid(5)
+    grid = FakeGrid(5)
     start = ArrayRecord({"w": Array(np.zeros(4, np.float32))})
 
     def make():
@@ -136,10 +118,8 @@ def test_a_strategy_resumed_from_its_state_dict_aggregates_as_an_uninterrupted_o
         arrays, _ = _round(first, r, arrays, grid, draws[r - 1])
     state = first.state_dict()
     assert state["rounds_done"] == 2
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fedsim-test-state-{os.getpid()}.pt"
-    save_checkpoint(path, {"strategy": state})
-    state = load_checkpoint(path)["strategy"]
-    path.unlink()
+    save_checkpoint(tmp_path / CHECKPOINT, {"strategy": state})
+    state = load_checkpoint(tmp_path / CHECKPOINT)["strategy"]
 
     resumed = make()
     resumed.load_state_dict(state)
@@ -156,7 +136,7 @@ def test_a_remembered_node_gets_its_last_global_back_once_after_a_resume(flower_
     memory is gone, so the strategy sends the last one it sent that node, once."""
     from flwr.app import Array, ArrayRecord, ConfigRecord
 
-    grid = _Grid(3)
+    grid = FakeGrid(3)
     s = RobustStrategy(centered_clipping, num_partitions=3, per_round=3, seed=0, remember=[0])
     a1 = ArrayRecord({"w": Array(np.full(4, 1.0, np.float32))})
     msgs = list(s.configure_train(1, a1, ConfigRecord(), grid))

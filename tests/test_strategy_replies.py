@@ -13,7 +13,7 @@ from strategies.inputs import takes
 from strategies.result import AggregationResult, all_accepted
 from strategies.robust_strategy import MAX_NUM_EXAMPLES, RobustStrategy
 from tests.conftest import make_reply, reply_from
-from tests.test_strategy import SHAPES, _record, _start, _state
+from tests.test_strategy import SHAPES, FakeGrid, _record, _start, _state
 
 
 def _round_of_four(rng):
@@ -313,7 +313,7 @@ def test_train_messages_hold_the_arrays_the_round_and_the_round_config(flower_ta
     strategy = RobustStrategy(fedavg, num_partitions=5, per_round=3, seed=2,
                               round_config_fn=lambda r: {"lr": 0.5 / r, "tag": f"r{r}"})
     glob = _state(rng)
-    msgs = list(strategy.configure_train(4, _record(glob), ConfigRecord({"kept": 7}), FakeGrid5()))
+    msgs = list(strategy.configure_train(4, _record(glob), ConfigRecord({"kept": 7}), FakeGrid(5)))
     assert len(msgs) == 3
     for m in msgs:
         assert set(m.content.array_records) == {"arrays"} and set(m.content.config_records) == {"config"}
@@ -328,26 +328,16 @@ def test_train_messages_hold_the_arrays_the_round_and_the_round_config(flower_ta
     assert stats["bytes_down"] == 3 * _record(glob).count_bytes()
 
 
-class FakeGrid5:
-    def get_node_ids(self):
-        return [100 + p for p in range(5)]
-
-    def send_and_receive(self, messages, timeout=None):
-        return [reply_from(m.metadata.dst_node_id,
-                           RecordDict({"info": MetricRecord({"partition-id": m.metadata.dst_node_id - 100})}),
-                           MessageType.QUERY) for m in messages]
-
-
 def test_only_remembered_nodes_have_their_last_global_kept(flower_task):
     rng = np.random.default_rng(41)
     strategy = RobustStrategy(fedavg, num_partitions=5, per_round=5, seed=0, remember=[3])
-    strategy.configure_train(1, _record(_state(rng)), ConfigRecord(), FakeGrid5())
+    strategy.configure_train(1, _record(_state(rng)), ConfigRecord(), FakeGrid(5))
     assert set(strategy.last_sent) == {3}
     restored = {k: np.full(s, 9.0, np.float32) for k, s in SHAPES.items()}
     strategy.load_state_dict({"rounds_done": 1, "history": {}, "previous": None,
                               "last_sent": {"3": {k: torch.from_numpy(v) for k, v in restored.items()}}})
     glob = _state(rng)
-    msgs = {m.metadata.dst_node_id - 100: m for m in strategy.configure_train(1, _record(glob), ConfigRecord(), FakeGrid5())}
+    msgs = {m.metadata.dst_node_id - 100: m for m in strategy.configure_train(1, _record(glob), ConfigRecord(), FakeGrid(5))}
     memory = msgs[3].content
     assert set(memory.array_records) == {"arrays", robust_strategy.NODE_MEMORY}
     assert dict(memory.config_records["config"]) == {"server-round": 2}
