@@ -12,6 +12,8 @@ import logging
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,19 +63,20 @@ def check_resources(cfg: Config) -> None:
         ]))
 
 
-def backend_config(cfg: Config, ray_dir: Path | None, verbose: bool = False) -> dict:
+def backend_config(cfg: Config, ray_dir: Path | None, verbose: bool = False, address: str | None = None) -> dict:
     """Ray resources: each client asks for ``client_cpus`` CPUs and uses ``client_threads``
     torch threads, so 2 clients train at once on 2 cores without oversubscription. Ray keeps
     its session (sockets, logs, spilled objects) under ``ray_dir``, this run's own folder.
     The workers' own log lines reach the terminal only with ``verbose`` (a client's failure
     still reaches the server as an error reply, recorded in rounds.jsonl); otherwise Flower's
     "Manually terminating ClientAppActor" warnings would trail every stopped run.
-    With ``resources.ray_address`` the clients run on that cluster instead (its CPUs, its
-    folders; ``ray_dir`` is None)."""
-    if cfg.resources.ray_address is not None:
+    With ``address`` (default ``resources.ray_address``) the clients run on that cluster
+    instead (its CPUs, its folders; ``ray_dir`` is None)."""
+    address = address or cfg.resources.ray_address
+    if address is not None:
         return {
             "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
-            "init_args": {"address": cfg.resources.ray_address, "logging_level": logging.ERROR,
+            "init_args": {"address": address, "logging_level": logging.ERROR,
                           "log_to_driver": verbose},
         }
     total = cfg.resources.total_cpus or available_cpus()
@@ -172,6 +175,26 @@ def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+def start_cluster(cpus: int) -> tuple[Path, str]:
+    """A one-node Ray cluster on this machine for runs that share it (``ray start --head`` with
+    its session in a new folder of its own, ``cpus`` CPUs, no GPU, no dashboard): the folder
+    (``end_ray`` of it stops the cluster) and the address to connect to."""
+    ray_dir = new_ray_dir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
+    try:
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
+                        f"--temp-dir={ray_dir}", f"--num-cpus={cpus}", "--num-gpus=0",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       check=True, capture_output=True, text=True, timeout=300, env=env)
+    except BaseException:
+        end_ray(ray_dir, grace_s=1.0)
+        raise
+    return ray_dir, f"127.0.0.1:{port}"
+
+
 def disconnect_ray() -> None:
     """Leave a Ray cluster this process connected to (Flower already does on a clean end)."""
     import ray
@@ -181,12 +204,13 @@ def disconnect_ray() -> None:
 
 
 def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None,
-        resume: dict | None = None) -> dict:
+        resume: dict | None = None, ray_address: str | None = None) -> dict:
     """Run ``cfg``; return the summary (also written to ``OUT/summary.json``). Its ``status``
     is "completed", or "failed" when no round aggregated; a run that raised is "failed" (the
     exception propagates), one stopped by Ctrl-C "interrupted" (KeyboardInterrupt). With
     ``resume`` (the checkpoint of ``out``'s last round) it continues that run; the checkpoint
-    is removed once the run completes."""
+    is removed once the run completes. ``ray_address``: a running Ray cluster for the clients
+    in place of ``resources.ray_address`` (a sweep's shared cluster; the config is unchanged)."""
     import torch
     from flwr.simulation import run_simulation
 
@@ -206,7 +230,8 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     t0 = time.perf_counter() - (float(resume["wall_s"]) if resume is not None else 0.0)
     status, error = "completed", None
     # A private Ray session per run, unless the clients go to a running cluster (which lives on)
-    ray_dir = new_ray_dir() if cfg.resources.ray_address is None else None
+    ray_address = ray_address or cfg.resources.ray_address
+    ray_dir = new_ray_dir() if ray_address is None else None
     if ray_dir is not None:
         (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
     try:
@@ -215,7 +240,7 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
                 server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume),
                 client_app=client_app,
                 num_supernodes=cfg.clients.num,
-                backend_config=backend_config(cfg, ray_dir, verbose),
+                backend_config=backend_config(cfg, ray_dir, verbose, ray_address),
                 verbose_logging=verbose,
             )
     except KeyboardInterrupt:
@@ -273,7 +298,7 @@ def end_leftover_session(run_dir: Path) -> None:
     note.unlink()
 
 
-def resume(run_dir: str | Path, *, verbose: bool = False, log=None) -> dict:
+def resume(run_dir: str | Path, *, verbose: bool = False, log=None, ray_address: str | None = None) -> dict:
     """Continue the run in ``run_dir`` after the last round its checkpoint holds: the rounds
     after it (written before a kill) are dropped and redone, and the final numbers equal an
     uninterrupted run's with the same seed on the same machine. ConfigError when ``run_dir``
@@ -301,7 +326,7 @@ def resume(run_dir: str | Path, *, verbose: bool = False, log=None) -> dict:
     end_leftover_session(path)
     run_dir = RunDirectory(path)
     run_dir.keep_rounds(done)
-    return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint)
+    return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint, ray_address=ray_address)
 
 
 def run_checks() -> list:

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,33 @@ ATTACKS = """
 "attack.data.enabled" = false
 "attack.byzantine.name" = "lie"
 """
+
+
+class FakeCluster:
+    """``runner.start_cluster`` and ``runner.end_ray`` for the sweeps with fake runs: records
+    what was started and ended, starts nothing."""
+
+    def __init__(self, tmp_path):
+        self.started, self.ended, self.tmp = [], [], tmp_path
+
+    def start(self, cpus):
+        folder = self.tmp / f"{runner.RAY_PREFIX}{len(self.started)}"
+        folder.mkdir()
+        self.started.append(cpus)
+        return folder, f"127.0.0.1:{6000 + len(self.started)}"
+
+    def end(self, folder, grace_s=5.0):
+        self.ended.append(folder.name)
+
+
+@pytest.fixture(autouse=True)
+def fake_cluster(request, tmp_path, monkeypatch):
+    """No real Ray cluster for the sweeps whose runs are fakes (the slow tests run real ones)."""
+    cluster = FakeCluster(tmp_path)
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setattr(runner, "start_cluster", cluster.start)
+        monkeypatch.setattr(runner, "end_ray", cluster.end)
+    return cluster
 
 
 def write_config(tmp_path, sweep: str) -> str:
@@ -249,10 +277,11 @@ class FakeRunner:
     cells in ``fail``; counts the runs started."""
 
     def __init__(self, fail=()):
-        self.fail, self.started = set(fail), []
+        self.fail, self.started, self.addresses = set(fail), [], []
 
-    def __call__(self, cfg, run_dir, *, log=None, verbose=False):
+    def __call__(self, cfg, run_dir, *, log=None, verbose=False, ray_address=None):
         self.started.append(cfg.name)
+        self.addresses.append(ray_address)
         log(f"fedsim: {cfg.name} → {run_dir.path}")
         if any(cfg.name.endswith(name) for name in self.fail):
             raise RuntimeError(f"cell {cfg.name} broke")
@@ -309,8 +338,9 @@ def test_a_rerun_skips_completed_cells_resumes_resumable_ones_and_sets_others_as
     (out / "fedavg__seed8" / "summary.json").write_text(json.dumps({"status": "interrupted"}))
     resumed = []
 
-    def resume(run_dir, *, log=None):
+    def resume(run_dir, *, log=None, ray_address=None):
         resumed.append(Path(run_dir).name)
+        assert ray_address == "127.0.0.1:6002"  # the second sweep's cluster
         summary = {**json.loads((Path(run_dir) / "summary.json").read_text()), "status": "completed",
                    "clean_accuracy": 0.5, "attack_success_rate": 0.1}
         RunDirectory(run_dir).write_summary(summary)
@@ -334,6 +364,68 @@ def test_a_rerun_skips_completed_cells_resumes_resumable_ones_and_sets_others_as
     assert third.started == []
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4  # the set-aside folder is not a result
+
+
+def test_the_cells_that_run_share_one_cluster_ended_with_the_sweep(tmp_path, fake_cluster, monkeypatch):
+    fake = FakeRunner(fail=["fedavg__lie__seed7"])
+    monkeypatch.setattr(runner, "run", fake)
+    config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n' + ATTACKS)
+    out = tmp_path / "out"
+    seen = []
+    monkeypatch.setattr(runner, "end_leftover_session", lambda d: seen.append(d))
+    assert main(["sweep", config, "--out", str(out)]) == 1
+    # one cluster with the cells' CPUs, every run on it (a failed one too), ended at the end
+    assert fake_cluster.started == [2] and fake.addresses == ["127.0.0.1:6001"] * 4
+    assert fake_cluster.ended == [f"{runner.RAY_PREFIX}0"] and not (out / runner.RAY_SESSION).exists()
+    assert seen == [out]  # what a killed sweep left running is ended first
+    # every cell completed before (the failed one aside): nothing runs, no cluster starts
+    for name in ("fedavg__lie__seed7",):
+        RunDirectory(out / name).write_summary({"status": "completed", "clean_accuracy": 0.5,
+                                                "attack_success_rate": 0.0})
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    assert fake_cluster.started == [2] and len(fake.started) == 4
+
+
+def test_the_cluster_is_named_in_the_sweep_folder_while_it_lives(tmp_path, fake_cluster, monkeypatch):
+    out = tmp_path / "out"
+    named = []
+
+    def run(cfg, run_dir, *, log=None, ray_address=None):
+        named.append((out / runner.RAY_SESSION).read_text())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", run)
+    config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
+    assert main(["sweep", config, "--out", str(out)]) == 130
+    assert named == [str(tmp_path / f"{runner.RAY_PREFIX}0")]
+    assert fake_cluster.ended == [f"{runner.RAY_PREFIX}0"]  # Ctrl-C ends it too
+
+
+@pytest.mark.parametrize("extra, why", [
+    ('"resources.ray_address" = ["127.0.0.1:7000"]\n"strategy.name" = ["fedavg", "median"]\n', "own cluster"),
+    ('"resources.total_cpus" = [1, 2]\n', "different CPUs"),
+    ("seeds = 1\n", "a single cell"),
+])
+def test_no_shared_cluster_when_cells_name_their_own_differ_in_cpus_or_are_alone(
+        tmp_path, fake_cluster, monkeypatch, extra, why):
+    fake = FakeRunner()
+    monkeypatch.setattr(runner, "run", fake)
+    config = write_config(tmp_path, "[sweep]\n" + extra)
+    assert main(["sweep", config, "--out", str(tmp_path / "out")]) == 0, why
+    assert fake_cluster.started == [] and set(fake.addresses) == {None}, why
+
+
+def test_a_cluster_that_fails_to_start_leaves_each_run_its_own_session(tmp_path, monkeypatch):
+    def broken(cpus):
+        raise subprocess.CalledProcessError(1, ["ray", "start"])
+
+    monkeypatch.setattr(runner, "start_cluster", broken)
+    fake = FakeRunner()
+    monkeypatch.setattr(runner, "run", fake)
+    out = tmp_path / "out"
+    assert main(["sweep", write_config(tmp_path, '[sweep]\nseeds = 2\n'), "--out", str(out)]) == 0
+    assert fake.addresses == [None, None]
+    assert "no shared Ray cluster (CalledProcessError" in (out / "sweep.log").read_text()
 
 
 def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch):
@@ -375,10 +467,26 @@ def test_a_real_sweep_of_eight_runs_then_a_rerun_that_skips_them_all(tmp_path, c
     out = tmp_path / "out"
     argv = ["sweep", str(config), "--out", str(out), "--grid", "strategy.name=['fedavg', 'median']",
             "--seeds", "2", *(a for item in TINY for a in ("--set", item))]
+    clusters = []
+    start = runner.start_cluster
+    monkeypatch.setattr(runner, "start_cluster", lambda cpus: clusters.append(start(cpus)) or clusters[-1])
     assert main(argv) == 0, capsys.readouterr()
+    # the cells shared one Ray cluster, gone with the sweep
+    [(folder, address)] = clusters
+    assert runner.session_processes(folder) == [] and not folder.exists()
+    assert not (out / runner.RAY_SESSION).exists()
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}
+    # a cell's numbers are those of the same run on a Ray session of its own
+    alone = runner.run(runner.load(out / "lie__median__seed1" / "config.toml"), tmp_path / "alone", log=lambda m: None)
+    assert alone["status"] == "completed"
+
+    def numbers(run):
+        rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+        return [(r["clean_accuracy"], r["attack_success_rate"], r["update_norms"]) for r in rounds]
+
+    assert numbers(tmp_path / "alone") == numbers(out / "lie__median__seed1")
     assert {(r["strategy.name"], r["attack"], r["seed"]) for r in rows} == {
         (rule, attack, seed) for rule in ("fedavg", "median") for attack in ("patch", "lie") for seed in "01"}
     for r in rows:

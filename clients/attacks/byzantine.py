@@ -17,9 +17,9 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import torch
-from scipy.stats import norm
 
 PERTURBATIONS = ("std", "unit", "sign")
 
@@ -65,7 +65,7 @@ def gaussian_noise(
 def lie_z(n: int, n_malicious: int) -> float:
     """z of "A Little Is Enough" for n clients of which ``n_malicious`` attack: with
     s = ⌊n/2 + 1⌋ − n_malicious (honest clients the attackers must win over for a majority),
-    z = Φ⁻¹((n − s)/n), the inverse standard normal CDF (``scipy.stats.norm.ppf``; not the CDF,
+    z = Φ⁻¹((n − s)/n), the inverse standard normal CDF (``statistics.NormalDist().inv_cdf``; not the CDF,
     a known slip in some reimplementations)."""
     s = math.floor(n / 2 + 1) - n_malicious
     if not 0 < s < n:
@@ -73,7 +73,7 @@ def lie_z(n: int, n_malicious: int) -> float:
             f"lie: s = floor(n/2 + 1) - n_malicious = {s} for n={n}, n_malicious={n_malicious}; "
             "the attack assumes fewer than half the clients attack (0 < s < n)"
         )
-    return float(norm.ppf((n - s) / n))
+    return NormalDist().inv_cdf((n - s) / n)
 
 
 def lie(honest: torch.Tensor, n_malicious: int, *, z: float | None = None) -> torch.Tensor:
