@@ -193,6 +193,16 @@ TABLE_COLUMNS = (
 )
 
 
+def read_summary(run_dir: str | Path) -> dict:
+    """``run_dir``'s summary.json; {} when it has none or none that reads as a JSON object
+    (a run killed before its end, a file cut short or edited)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def summaries_table(run_dirs) -> str:
     """A markdown table of several runs' summary.json (``fedsim table DIR...``)."""
     lines = ["| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",

@@ -7,7 +7,6 @@ Deployment Engine); this module is the one-command local path.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from fedsim.app import CHECKPOINT, client_app, config_checks, finish, load_checkpoint, make_server_app
 from fedsim.config import Config, ConfigError, invalid, load_config, read_config
-from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
+from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory, read_summary
 
 # In the run directory while the run is alive: the path of its Ray session folder, so that
 # ``fedsim resume`` can end what a killed run left running.
@@ -274,10 +273,7 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
 
 def status_of(run_dir: str | Path) -> str | None:
     """The ``status`` in ``run_dir``'s summary.json (None: no readable summary)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_summary(run_dir).get("status")
 
 
 def resumable(run_dir: str | Path) -> bool:

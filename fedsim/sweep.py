@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
 from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes
-from fedsim.report import RunDirectory, new_run_directory
+from fedsim.report import RunDirectory, new_run_directory, read_summary
 from fedsim.results import GRID_FILE, write_results
 
 STATUS_FILE = "sweep.jsonl"
@@ -122,11 +122,6 @@ def _same_config(path: Path, cfg: Config) -> bool:
     return theirs == tomllib.loads(cfg.to_toml())
 
 
-def _read_summary(path: Path) -> dict:
-    file = path / "summary.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
 def set_aside(path: Path) -> Path:
     """Rename a cell folder to ``<cell>.failed-<n>`` (the first n not taken)."""
     n = 1
@@ -189,7 +184,7 @@ def run_cell(path: Path, cfg: Config, log, cluster=lambda: None) -> tuple[str, d
     summary.json says so."""
     from fedsim import runner
 
-    summary = _read_summary(path)
+    summary = read_summary(path)
     if summary.get("status") == "completed":
         return "skipped", summary
     action = "ran"
@@ -205,7 +200,7 @@ def run_cell(path: Path, cfg: Config, log, cluster=lambda: None) -> tuple[str, d
         run_dir.write_config(cfg.to_toml())
         return action, runner.run(cfg, run_dir, log=log, ray_address=cluster())
     except Exception as e:
-        summary = _read_summary(path)
+        summary = read_summary(path)
         if summary.get("status") != "failed":
             summary = {"name": cfg.name, "seed": cfg.seed, "strategy": cfg.strategy.name,
                        "malicious": cfg.malicious, "status": "failed", "error": runner.describe(e)}

@@ -428,6 +428,20 @@ def test_a_cluster_that_fails_to_start_leaves_each_run_its_own_session(tmp_path,
     assert "no shared Ray cluster (CalledProcessError" in (out / "sweep.log").read_text()
 
 
+@pytest.mark.parametrize("text", ['{"status": "comp', '["completed"]'])
+def test_a_cell_whose_summary_was_cut_short_is_set_aside_and_run_again(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(runner, "run", FakeRunner())
+    config = write_config(tmp_path, "[sweep]\nseeds = 2\n")
+    out = tmp_path / "out"
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    (out / "seed7" / "summary.json").write_text(text)
+    again = FakeRunner()
+    monkeypatch.setattr(runner, "run", again)
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    assert again.started == ["grid-seed7"]
+    assert (out / "seed7.failed-1" / "summary.json").read_text() == text
+
+
 def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner, "run", FakeRunner())
     config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
