@@ -239,7 +239,7 @@ class DefenseConfig(_Section):
 
 
 class TriggerConfig(_Section):
-    """An image trigger of ``clients.attacks.TRIGGERS`` (badnet, blended, sig, wanet), or
+    """An image trigger of ``clients.attacks.TRIGGERS`` (badnet, blended, sig, wanet, ctrl), or
     "badclip": a patch optimised once before the run against the warm-start model (BadCLIP,
     Liang et al., CVPR 2024); the learned pixels are written into the resolved config."""
 
