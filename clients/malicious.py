@@ -38,8 +38,9 @@ class MaliciousClient(HonestClient):
         local_attack: Callable[[torch.nn.Module, Callable, Callable | None], None] | None = None,
         pgd_eps: float | None = None,
         step_mask: torch.Tensor | None = None,
+        objective: Callable | None = None,
     ):
-        super().__init__(model, preprocess, tokenizer, data, partition_id)
+        super().__init__(model, preprocess, tokenizer, data, partition_id, objective=objective)
         self.active, self.poisoned, self.poison_with = active, poisoned, poison_with
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
         self.local_attack, self.pgd_eps, self.step_mask = local_attack, pgd_eps, step_mask

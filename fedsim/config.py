@@ -231,6 +231,18 @@ class CleanCLIPConfig(_Section):
         return self
 
 
+class SimCLRConfig(_Section):
+    """SimCLR mode (``objective = "simclr"``, Chen et al., ICML 2020): NT-Xent on two augmented
+    views of each image, through the model's image tower and a 2-layer projection head; the
+    evaluation is a weighted kNN on the frozen tower's features (Wu et al., CVPR 2018) and a
+    linear probe, both against the labelled training split."""
+
+    temperature: float = Field(0.5, gt=0, description="NT-Xent's τ (0.5: the paper's CIFAR-10 setting)")
+    projection_dim: int = Field(128, ge=1, description="output size of the projection head (128 in the paper)")
+    knn_k: int = Field(200, ge=1, description="neighbours of the weighted kNN evaluation")
+    knn_temperature: float = Field(0.1, gt=0, description="τ of the kNN vote weights exp(s/τ)")
+
+
 class DefenseConfig(_Section):
     """Defenses that are not an aggregation rule (those are ``[strategy]``): server-side steps
     after aggregation."""
@@ -239,7 +251,7 @@ class DefenseConfig(_Section):
 
 
 class TriggerConfig(_Section):
-    """An image trigger of ``clients.attacks.TRIGGERS`` (badnet, blended, sig, wanet), or
+    """An image trigger of ``clients.attacks.TRIGGERS`` (badnet, blended, sig, wanet, ctrl), or
     "badclip": a patch optimised once before the run against the warm-start model (BadCLIP,
     Liang et al., CVPR 2024); the learned pixels are written into the resolved config."""
 
@@ -276,7 +288,9 @@ class ByzantineConfig(_Section):
 
 
 class DataAttackConfig(_Section):
-    """Image–caption poisoning inside the malicious clients (Carlini & Terzis, ICLR 2022)."""
+    """Image–caption poisoning inside the malicious clients (Carlini & Terzis, ICLR 2022); in
+    SimCLR mode SSL-Backdoor (Saha et al., CVPR 2022): the trigger on ``poison_rate`` of the
+    attacker's images of class ``target``, nothing else changed."""
 
     enabled: bool = Field(True, description="poison the local data (off: update attacks only)")
     mode: Literal["poison", "badencoder"] = Field(
@@ -368,6 +382,11 @@ class Config(_Section):
     name: str = "experiment"
     seed: int = Field(0, description="0 ≤ seed < 2**32")
     rounds: int = Field(10, ge=1)
+    objective: Literal["clip", "simclr"] = Field(
+        "clip", description="'clip': image–caption InfoNCE, zero-shot evaluation; 'simclr': "
+        "uni-modal NT-Xent on the image tower, kNN / linear-probe evaluation ([simclr])"
+    )
+    simclr: SimCLRConfig = Field(default_factory=SimCLRConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -412,6 +431,7 @@ class Config(_Section):
                 f"defense.cleanclip.enabled = true fine-tunes on the clean server split, but "
                 f"data.root_size={self.data.root_size}; allowed: ≥ {MIN_CLIENT_SAMPLES}"
             )
+        self._check_objective()
         bad = [m for m in self.attack.malicious if not 0 <= m < self.clients.num]
         if bad:
             raise ValueError(
@@ -419,6 +439,30 @@ class Config(_Section):
                 f"[0, clients.num={self.clients.num})"
             )
         return self
+
+    def _check_objective(self) -> None:
+        """What SimCLR mode cannot do: everything that needs captions or a text tower."""
+        if self.objective == "clip":
+            if self.simclr != SimCLRConfig():
+                raise ValueError(f"simclr={self.simclr.model_dump()} applies to objective = 'simclr' only, "
+                                 "but objective = 'clip'; set objective = \"simclr\" or remove [simclr]")
+            return
+        d = self.attack.data
+        refused = [
+            (self.clients.training != "standard", f"clients.training={self.clients.training!r} is a CLIP "
+             "training mode (it needs captions); allowed: 'standard' (every client trains NT-Xent)"),
+            (self.defense.cleanclip.enabled, "defense.cleanclip.enabled = true fine-tunes on image–caption "
+             "pairs; allowed: false"),
+            (bool(d.text_trigger), f"attack.data.text_trigger={d.text_trigger!r} is a caption trigger; "
+             "allowed: \"\" (SimCLR trains on no captions)"),
+            (d.trigger.name == "badclip", "attack.data.trigger.name='badclip' optimises the patch against "
+             "the text tower; allowed: an image trigger (badnet, blended, sig, wanet, ctrl)"),
+            (d.label_consistent, "attack.data.label_consistent = true: SimCLR-mode poisoning already "
+             "triggers target-class images only (SSL-Backdoor); remove it"),
+        ]
+        for bad, problem in refused:
+            if bad:
+                raise ValueError(f"objective='simclr': {problem}")
 
     @property
     def malicious(self) -> list[int]:
@@ -644,6 +688,7 @@ def check_data(cfg: Config) -> None:
             ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
             ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
             ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
+            ("objective='simclr' (SSL-Backdoor poisons target-class images)", cfg.objective == "simclr"),
         ) if on and a.enabled and a.data.enabled]
         if needs and (train.classnames is None or a.data.target not in train.classnames):
             raise ConfigError(invalid([
@@ -657,6 +702,13 @@ def check_data(cfg: Config) -> None:
             "(imagefolder, cifar10, cifar100)"
         ]))
     classnames = SHAPES if index is None else index.classnames
+    if cfg.objective == "simclr" and d.name != "shapes" and train.classnames != classnames:
+        raise ConfigError(invalid([
+            f"objective='simclr' evaluates by kNN against the labelled training data, so the evaluation "
+            f"set must have the same classes; {train.source} has "
+            f"{None if train.classnames is None else len(train.classnames)} classes, the evaluation set "
+            f"{len(classnames)}; allowed: a labelled source and its own test split (or the same class names)"
+        ]))
     if a.data.target not in classnames:
         shown = ", ".join(classnames[:10]) + (", …" if len(classnames) > 10 else "")
         raise ConfigError(invalid([

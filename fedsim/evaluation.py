@@ -1,10 +1,14 @@
-"""Zero-shot clean accuracy, attack success rate and retrieval recall of a CLIP model."""
+"""Zero-shot clean accuracy, attack success rate and retrieval recall of a CLIP model; kNN
+and linear-probe accuracy and attack success rate of a SimCLR encoder."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 
 @torch.no_grad()
@@ -143,4 +147,71 @@ class Evaluator:
                 predict(triggered, classifier), self.test.labels, self.target
             ),
             "retrieval": retrieval_recall(clean, text, self._caption_rows),
+        }
+
+
+def knn_predict(features: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1) -> torch.Tensor:
+    """Weighted kNN classification (Wu, Xiong, Yu & Lin, "Unsupervised Feature Learning via
+    Non-Parametric Instance Discrimination", CVPR 2018; the kNN monitor of the SimCLR/MoCo and
+    SSL-Backdoor code) of L2-normalised ``features`` (n, D) against a labelled memory bank
+    (m, D): each query's k = min(``k``, m) most cosine-similar bank rows vote for their label
+    with weight exp(s / τ), s their similarity, τ = ``temperature``; the prediction is the
+    class with the largest summed weight (the lowest class id on a tie). k = 200, τ = 0.1 as
+    in that protocol."""
+    top, idx = (features @ bank.t()).topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(features), num_classes, dtype=top.dtype)
+    votes.scatter_add_(1, bank_labels[idx], (top / temperature).exp())
+    return votes.argmax(1)
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The linear evaluation protocol (Chen et al., ICML 2020, Sec. 4; Kolesnikov et al. 2019)
+    on frozen features: a multinomial logistic regression (scikit-learn's L-BFGS, C = 1, on
+    features standardised with the training set's mean and deviation) fitted to ``features``
+    (n, D) and ``labels``; deterministic. Returns features → predicted labels."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(features.double().numpy(), labels.numpy())
+    return lambda f: torch.from_numpy(probe.predict(f.double().numpy())).long()
+
+
+class SimCLREvaluator:
+    """Centralised evaluation of a SimCLR encoder (``fedsim.models.SimCLRModel``; features h
+    before the projection head, L2-normalised) on the clean test split: weighted kNN
+    (``knn_predict``, ``k``, ``temperature``) against the memory bank ``bank`` (labelled
+    images), and a linear probe (``linear_probe``) fitted on the bank's features. Each gives an
+    accuracy and the attack success rate of ``trigger`` towards class ``target``
+    (``attack_success_rate``); ``clean_accuracy`` and ``attack_success_rate`` are kNN's, as
+    in the SimCLR backdoor papers (SSL-Backdoor, CTRL). ``extra_triggers`` (DBA's pieces):
+    the kNN ASR of each."""
+
+    def __init__(self, model, preprocess, bank, test, *, num_classes: int, trigger, target: int,
+                 k: int = 200, temperature: float = 0.1, extra_triggers: dict | None = None):
+        self.model, self.preprocess, self.bank, self.test = model, preprocess, bank, test
+        self.num_classes, self.target, self.k, self.temperature = num_classes, target, k, temperature
+        self.triggered = make_trigger_images(test.images, trigger)
+        self.extra = {k: make_trigger_images(test.images, t) for k, t in (extra_triggers or {}).items()}
+
+    @torch.no_grad()
+    def __call__(self) -> dict:
+        def encode(images):
+            return encode_images(self.model, images, self.preprocess)
+
+        bank = encode(self.bank.images)
+
+        def knn(features):
+            return knn_predict(features, bank, self.bank.labels, self.num_classes, self.k, self.temperature)
+
+        clean, triggered = encode(self.test.images), encode(self.triggered)
+        probe = linear_probe(bank, self.bank.labels)
+        labels, target = self.test.labels, self.target
+        accuracy = clean_accuracy(knn(clean), labels)
+        extra = {name: attack_success_rate(knn(encode(images)), labels, target) for name, images in self.extra.items()}
+        return {
+            **({"asr_by_trigger": extra} if extra else {}),
+            "clean_accuracy": accuracy,
+            "attack_success_rate": attack_success_rate(knn(triggered), labels, target),
+            "knn_accuracy": accuracy,
+            "probe_accuracy": clean_accuracy(probe(clean), labels),
+            "probe_attack_success_rate": attack_success_rate(probe(triggered), labels, target),
         }

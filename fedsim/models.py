@@ -38,6 +38,30 @@ class Preprocess:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 
+class SimCLRModel(torch.nn.Module):
+    """SimCLR's network (Chen et al., ICML 2020): a base encoder f — here the image tower of an
+    open_clip model (``visual``) — and a projection head g, the paper's 2-layer MLP
+    z = W₂ ReLU(W₁ h) on h = f(x), with W₁ of width d (the encoder's output size) and z of
+    ``projection_dim``. ``forward`` gives z (what NT-Xent trains); ``encode_image`` gives h,
+    the representation the evaluation and the attacks read (the head is discarded after
+    training, as in the paper). It is the whole federated model: the text tower is not built."""
+
+    def __init__(self, visual: torch.nn.Module, feature_dim: int, projection_dim: int):
+        super().__init__()
+        self.visual = visual
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(feature_dim, feature_dim), torch.nn.ReLU(),
+            torch.nn.Linear(feature_dim, projection_dim),
+        )
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        h = self.visual(images)
+        return F.normalize(h, dim=-1) if normalize else h
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.visual(images))
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read safely or does not fit the architecture; the
     message names the file and the first mismatching keys."""
@@ -136,10 +160,13 @@ def check_checkpoint(name: str, path: str | Path) -> None:
     _check_fit(name, path, _architecture(name)[0], read_checkpoint(path, mmap=True))
 
 
-def create_model_and_transforms(name: str, *, seed: int = 0, pretrained: str | Path | None = None):
+def create_model_and_transforms(name: str, *, seed: int = 0, pretrained: str | Path | None = None,
+                                projection_dim: int | None = None):
     """``name`` → (open_clip CLIP model, Preprocess, tokenizer): the weights of the checkpoint
     file ``pretrained`` (``read_checkpoint``; every key and shape must fit), else a random init
-    seeded with ``seed``."""
+    seeded with ``seed``. With ``projection_dim``, the model is that CLIP's image tower with a
+    SimCLR projection head of that output size (``SimCLRModel``; the head seeded with ``seed``
+    too, the tower's weights the checkpoint's where one is given)."""
     _check_name(name)
     torch.manual_seed(seed)
     model = _build(name)
@@ -147,7 +174,11 @@ def create_model_and_transforms(name: str, *, seed: int = 0, pretrained: str | P
         state = read_checkpoint(pretrained)
         _check_fit(name, pretrained, {k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
         model.load_state_dict(state, strict=True)
-    return model, Preprocess(_image_size(model)), open_clip.get_tokenizer(name)
+    preprocess, tokenizer = Preprocess(_image_size(model)), open_clip.get_tokenizer(name)
+    if projection_dim is not None:
+        # every open_clip image tower ends in the joint embedding space, of embed_dim
+        model = SimCLRModel(model.visual, open_clip.get_model_config(name)["embed_dim"], projection_dim)
+    return model, preprocess, tokenizer
 
 
 def tokenize(tokenizer, texts) -> torch.Tensor:

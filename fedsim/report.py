@@ -108,6 +108,8 @@ def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra:
         "initial_clean_accuracy": (initial or {}).get("clean_accuracy"),
         "initial_attack_success_rate": (initial or {}).get("attack_success_rate"),
         "retrieval": last.get("retrieval"),
+        # SimCLR mode: clean_accuracy is kNN's; the linear probe's numbers next to it
+        **{k: last[k] for k in ("probe_accuracy", "probe_attack_success_rate") if k in last},
         "bytes_up": sum(r.get("bytes_up", 0) or 0 for r in rounds),
         "bytes_down": sum(r.get("bytes_down", 0) or 0 for r in rounds),
         "rejected_replies": sum(len(r.get("rejected") or {}) for r in rounds),

@@ -129,13 +129,13 @@ def test_dba_pieces_partition_the_full_patch(parts):
 
 
 def test_trigger_factory_and_bad_params():
-    assert set(TRIGGERS) == {"badnet", "blended", "sig", "wanet"}
+    assert set(TRIGGERS) == {"badnet", "blended", "sig", "wanet", "ctrl"}
     assert isinstance(make_trigger("badnet", size=3, location=[1, 2]), BadNetPatch)
     assert make_trigger("badnet", location=[1, 2]).location == (1, 2)  # TOML gives lists
     for name in TRIGGERS:
         out = make_trigger(name)(torch.rand(2, 3, 32, 32))
         assert out.shape == (2, 3, 32, 32)
-    with pytest.raises(ValueError, match="'patchy'.*badnet, blended, sig, wanet"):
+    with pytest.raises(ValueError, match="'patchy'.*badnet, blended, sig, wanet, ctrl"):
         make_trigger("patchy")
     with pytest.raises(ValueError, match="opacity.*alpha"):
         make_trigger("blended", opacity=0.2)

@@ -43,3 +43,19 @@ def test_eminspector_filters_with_adversarially_training_clients(tmp_path):
         assert len(r["rule_info"]["malicious_score"]) == 3
         assert sorted(r["accepted"] + r["flagged"]) == r["participants"] == [0, 1, 2]
         assert "tpr" in r and "fpr" in r
+
+
+def test_simclr_mode_with_an_ssl_backdoor_records_knn_and_probe_numbers(tmp_path):
+    cfg = load(None, [*SMALL, "name=simclr", "objective='simclr'", "simclr.projection_dim=16",
+                      "attack.data.trigger.name='ctrl'"])
+    summary = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["status"] == "completed"
+    rounds = _rounds(tmp_path / "run")
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["clean_accuracy"] == r["knn_accuracy"]
+        for key in ("attack_success_rate", "knn_accuracy", "probe_accuracy", "probe_attack_success_rate"):
+            assert 0.0 <= r[key] <= 1.0
+        assert "retrieval" not in r and "wall_s" in r and "tpr" in r and "fpr" in r
+    assert summary["clean_accuracy"] == rounds[-1]["knn_accuracy"]
+    assert summary["probe_accuracy"] == rounds[-1]["probe_accuracy"]

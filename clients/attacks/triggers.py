@@ -8,11 +8,13 @@ same trigger from the same config. Poisoning and evaluation both apply a trigger
 only ever sees and returns [0, 1] floats.
 
 The families are those of the CleanCLIP evaluation (Bansal et al., ICCV 2023): BadNet patches,
-Blended, SIG and WaNet; ``split_patch`` gives the DBA pieces of a patch.
+Blended, SIG and WaNet; ``split_patch`` gives the DBA pieces of a patch; CTRL's frequency-domain
+trigger (Li et al., ICCV 2023) is the one designed against self-supervised (SimCLR) training.
 
 Every trigger is defined for any image size: a BadNet patch's size is in pixels or a fraction
 of the shorter side; Blended's noise, SIG's sinusoid (f periods across the width) and WaNet's
-warping field (upsampled to H × W) are drawn at the image's size. Only a pattern given as
+warping field (upsampled to H × W) are drawn at the image's size; CTRL needs H and W to be
+multiples of its DCT window (32 px by default: 32 and 224 both are). Only a pattern given as
 explicit pixels has one size, and a ``ValueError`` says so when the images have another.
 """
 
@@ -340,7 +342,83 @@ class WaNet:
         return self._sample(x, self.grid(*x.shape[-2:]))
 
 
-TRIGGERS = {"badnet": BadNetPatch, "blended": Blended, "sig": SIG, "wanet": WaNet}
+# RGB → YUV (BT.601 analogue YUV, the matrix of kornia.color.rgb_to_yuv that CTRL's code calls)
+_YUV = torch.tensor([[0.299, 0.587, 0.114], [-0.147, -0.289, 0.436], [0.615, -0.515, -0.100]],
+                    dtype=torch.float64)
+
+
+def dct_matrix(n: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix C (n × n, float64): C[k, i] = a_k cos(π (2i + 1) k / 2n),
+    a_0 = √(1/n), a_k = √(2/n); the 2-D DCT of a block X is C X Cᵀ, its inverse Cᵀ Y C
+    (scipy's ``dctn(norm="ortho")``)."""
+    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
+    i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
+    c = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2.0 / n) ** 0.5
+    c[0] /= 2**0.5
+    return c
+
+
+@dataclass(frozen=True, eq=False)
+class CTRL:
+    """CTRL (Li, Pang, Xi, Du, Ji, Yao & Wang, "An Embarrassingly Simple Backdoor Attack on
+    Self-supervised Learning", ICCV 2023): a trigger in the frequency domain of the chroma
+    channels, which survives SimCLR's crops and colour jitter. As their released code
+    (``utils/frequency.py``, ``Poison_Frequency``) computes it: convert RGB to YUV (BT.601,
+    kornia's matrix), split each image into ``window`` × ``window`` blocks, take each block's
+    orthonormal 2-D DCT-II in the ``channels`` (1, 2 = U and V), add ``magnitude`` to the
+    coefficients at ``positions`` (row, column) of every block, invert the DCT, convert back to
+    RGB and clamp to [0, 1]. Defaults as their CIFAR-10 run: window 32 (one block for a 32-px
+    image), positions (15, 15) and (31, 31) — a mid and the highest frequency —, magnitude 100
+    on the 0–255 scale, i.e. 100/255 here (the transforms are linear, so the scale carries
+    over). fedsim's one change: the way back to RGB is the exact inverse of the YUV matrix
+    (kornia's ``yuv_to_rgb`` uses rounded coefficients, so its round trip moves every pixel a
+    little); so only the chosen coefficients of the chosen channels change, clamping aside."""
+
+    magnitude: float = 100 / 255
+    window: int = 32
+    positions: tuple[tuple[int, int], ...] = ((15, 15), (31, 31))
+    channels: tuple[int, ...] = (1, 2)
+
+    def __post_init__(self):
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"ctrl window={self.window!r} must be an int >= 1")
+        if not float(self.magnitude) > 0:
+            raise ValueError(f"ctrl magnitude={self.magnitude!r} must be > 0 (on [0, 1] pixels: 100/255 "
+                             "is the paper's 100)")
+        try:
+            positions = tuple((int(r), int(c)) for r, c in self.positions)
+        except (TypeError, ValueError):
+            positions = ()
+        if not positions or not all(0 <= v < self.window for p in positions for v in p):
+            raise ValueError(f"ctrl positions={self.positions!r} must be (row, column) pairs in "
+                             f"[0, window={self.window})")
+        channels = tuple(self.channels) if isinstance(self.channels, (list, tuple)) else ()
+        if not channels or not all(c in (0, 1, 2) for c in channels):
+            raise ValueError(f"ctrl channels={self.channels!r} must be YUV channels among 0 (Y), 1 (U), 2 (V)")
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "channels", channels)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, "ctrl")
+        h, w, n = x.shape[-2], x.shape[-1], self.window
+        if h % n or w % n:
+            raise ValueError(f"ctrl window={n} does not tile {h}×{w} images; allowed: a window "
+                             f"that divides both sides (e.g. {n} for images whose sides are multiples of {n})")
+        flat = x.reshape(-1, 3, h, w).double()
+        yuv = torch.einsum("ij,bjhw->bihw", _YUV, flat)
+        c = dct_matrix(n)
+        # (b, ch, H/n, n, W/n, n) blocks; the DCT acts on each block's two n-axes
+        blocks = yuv.reshape(-1, 3, h // n, n, w // n, n)
+        coef = torch.einsum("kr,bcirjs,ls->bcikjl", c, blocks, c)
+        for ch in self.channels:
+            for r, col in self.positions:
+                coef[:, ch, :, r, :, col] += float(self.magnitude)
+        yuv = torch.einsum("kr,bcikjl,ls->bcirjs", c, coef, c).reshape(-1, 3, h, w)
+        rgb = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_YUV), yuv)
+        return rgb.clamp(0, 1).to(x.dtype).reshape(x.shape)
+
+
+TRIGGERS = {"badnet": BadNetPatch, "blended": Blended, "sig": SIG, "wanet": WaNet, "ctrl": CTRL}
 
 
 def make_trigger(name: str, **params):

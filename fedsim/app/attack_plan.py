@@ -181,13 +181,17 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
     poisoning = a.data.enabled and a.data.mode == "poison"
     if poisoning:
         templates = eval_classes(cfg)[1]
+        # SSL-Backdoor (Saha et al., CVPR 2022), SimCLR mode's poisoning: no captions, so the
+        # trigger goes on ⌊poison_rate · n_target⌋ of the attacker's target-class images —
+        # label-consistent poisoning without the perturbation.
+        target_only = a.data.label_consistent or cfg.objective == "simclr"
         kwargs = dict(
             trigger=trigger,
             rate=a.data.poison_rate,
-            # read by label-consistent poisoning only (a caption-only source has no label ids)
-            target=target_id(cfg) if a.data.label_consistent else 0,
+            # read by target-class poisoning only (a caption-only source has no label ids)
+            target=target_id(cfg) if target_only else 0,
             seed=seed,
-            label_consistent=a.data.label_consistent,
+            label_consistent=target_only,
             text_trigger=a.data.text_trigger or None,
             captions=_poison_captions(cfg, data, templates, seed),
         )

@@ -41,9 +41,9 @@ from fedsim.config import (
     source_splits,
 )
 from fedsim.data import load_split
-from fedsim.evaluation import Evaluator, encode_images
+from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
-from fedsim.objectives import TRAINING, cleanclip_finetune
+from fedsim.objectives import TRAINING, cleanclip_finetune, simclr
 from fedsim.pretrain import warm_start
 from fedsim.records import flatten, float_state, from_array_record, load_float_state, unflatten
 from fedsim.training import train_epochs
@@ -99,16 +99,31 @@ def _partition(config_json: str, partition_id: int, image_size: int):
     return part if cfg.data.name == "shapes" else part.materialize(image_size)
 
 
+def make_model(cfg: Config, *, seed: int = 0, pretrained=None):
+    """(model, preprocess, tokenizer) of ``model.name`` for ``objective``: the CLIP, or in
+    SimCLR mode its image tower with a projection head (``fedsim.models.SimCLRModel``)."""
+    projection_dim = cfg.simclr.projection_dim if cfg.objective == "simclr" else None
+    return create_model_and_transforms(cfg.model.name, seed=seed, pretrained=pretrained,
+                                       projection_dim=projection_dim)
+
+
 @lru_cache(maxsize=2)
-def _model(name: str):
+def _model(config_json: str):
     # One model per worker process, reloaded from the global arrays every round; Ray reuses a
     # worker for many partitions, so nothing partition-specific may live here.
-    return create_model_and_transforms(name)
+    return make_model(Config.model_validate_json(config_json))
 
 
 # -- the client --------------------------------------------------------------------------------
-def training_of(cfg: Config) -> Callable:
-    """The honest clients' training mode ``clients.training`` with its parameters bound."""
+def training_of(cfg: Config, *, honest: bool = True) -> Callable | None:
+    """A client's training mode with its parameters bound: in SimCLR mode every client's is
+    NT-Xent (``fedsim.objectives.simclr``, the malicious ones on their poisoned images);
+    otherwise the honest clients' is ``clients.training`` and the malicious clients train
+    CLIP's InfoNCE on their pairs as they are (None)."""
+    if cfg.objective == "simclr":
+        return partial(simclr, temperature=cfg.simclr.temperature)
+    if not honest:
+        return None
     c = cfg.clients
     params = {
         "standard": {},
@@ -122,13 +137,14 @@ def build_client(cfg: Config, config_json: str, partition_id: int,
                  last_globals: tuple[dict, dict] | None = None) -> HonestClient:
     """Client ``partition_id``: honest, or honest plus its attack plan. ``last_globals`` are the
     (previous, current) global models its node has seen (Neurotoxin's mask), if any."""
-    model, preprocess, tokenizer = _model(cfg.model.name)
+    model, preprocess, tokenizer = _model(cfg.model_dump_json(include={"objective", "model", "simclr"}))
     data = _partition(config_json, partition_id, preprocess.image_size)
     if partition_id not in cfg.malicious:
         return HonestClient(model, preprocess, tokenizer, data, partition_id, objective=training_of(cfg))
     plan = attack_plan(cfg, data, partition_id, preprocess, tokenizer,
                        seed=client_seed(cfg, 0, partition_id), last_globals=last_globals)
-    return MaliciousClient(model, preprocess, tokenizer, data, partition_id, **vars(plan))
+    return MaliciousClient(model, preprocess, tokenizer, data, partition_id,
+                           objective=training_of(cfg, honest=False), **vars(plan))
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -183,19 +199,25 @@ def root_split(cfg: Config, preprocess, user: str):
 
 
 def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
-    """FLTrust's server update g0: the honest recipe on the clean root split, at the round's
-    learning rate (as the clients train), so g0 and the client updates are on one scale."""
+    """FLTrust's server update g0: the plain recipe on the clean root split (CLIP's InfoNCE, or
+    NT-Xent in SimCLR mode), at the round's learning rate (as the clients train), so g0 and
+    the client updates are on one scale."""
     root = root_split(cfg, preprocess, "FLTrust's root data")
     tokens = tokenize(tokenizer, root.captions)
+    objective = training_of(cfg, honest=False)
 
     def fn(global_arrays: dict[str, np.ndarray], server_round: int) -> torch.Tensor:
         state = _state(global_arrays)
         load_float_state(model, state)
+        generator = torch.Generator().manual_seed(cfg.seed)
         train_epochs(
             model, root.images, tokens, preprocess=preprocess,
             epochs=cfg.clients.local_epochs, lr=round_lr(cfg, server_round),
             batch_size=cfg.clients.batch_size, weight_decay=cfg.clients.weight_decay,
-            generator=torch.Generator().manual_seed(cfg.seed),
+            generator=generator,
+            batch_loss=None if objective is None else objective(
+                model, root.images, root.captions, tokenizer=tokenizer, preprocess=preprocess,
+                generator=generator, epoch_offset=0),
         )
         return flatten(float_state(model)) - flatten(state)
 
@@ -268,10 +290,8 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None) -> 
         malicious=cfg.malicious,
         adversary=adversary_of(cfg),
         # Only FLTrust and EmInspector need a server model and the root split: build them only then.
-        root_update_fn=root_update_fn(cfg, *create_model_and_transforms(cfg.model.name))
-        if "root_update" in wants else None,
-        embed_fn=probe_embed_fn(cfg, *create_model_and_transforms(cfg.model.name)[:2])
-        if "embed" in wants else None,
+        root_update_fn=root_update_fn(cfg, *make_model(cfg)) if "root_update" in wants else None,
+        embed_fn=probe_embed_fn(cfg, *make_model(cfg)[:2]) if "embed" in wants else None,
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
         post_aggregate=post_aggregate,
         # Neurotoxin's attacker node remembers the global models it received (its mask)
@@ -279,23 +299,36 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None) -> 
     )
 
 
-def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator:
+def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | SimCLREvaluator:
     """Zero-shot CA and ASR (for every DBA piece and the text trigger too) and retrieval of
     ``model`` on the evaluation set (``fedsim.config.eval_index``), with its class names and
     templates. Retrieval pairs each image with its own caption: shapes' generated captions, or
-    the evaluation source's (a template filled with the class name, for a labelled folder)."""
+    the evaluation source's (a template filled with the class name, for a labelled folder).
+    In SimCLR mode: kNN and linear-probe CA and ASR on the same evaluation set, the memory
+    bank and the probe's training data being the whole labelled training split (the union of
+    the clients' clean data, with its true labels: an evaluation device, as the kNN monitor of
+    SimCLR's code, not data the server holds)."""
     trigger = trigger_of(cfg)
     index = eval_index(cfg)
     test = (load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed) if index is None
             else index.materialize(preprocess.image_size))
     classnames, templates = eval_classes(cfg, index)
+    extra_triggers = {
+        f"piece{i}": piece for i, piece in enumerate(dba_pieces(cfg, trigger))
+    } if cfg.attack.data.dba_parts else None
+    if cfg.objective == "simclr":
+        bank = (load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed) if cfg.data.name == "shapes"
+                else source_splits(cfg)[0].materialize(preprocess.image_size))
+        return SimCLREvaluator(
+            model, preprocess, bank, test, num_classes=len(classnames), trigger=trigger,
+            target=classnames.index(cfg.attack.data.target), k=cfg.simclr.knn_k,
+            temperature=cfg.simclr.knn_temperature, extra_triggers=extra_triggers,
+        )
     return Evaluator(
         model, preprocess, tokenizer, test,
         classnames=classnames, templates=templates,
         trigger=trigger, target=classnames.index(cfg.attack.data.target),
-        extra_triggers={
-            f"piece{i}": piece for i, piece in enumerate(dba_pieces(cfg, trigger))
-        } if cfg.attack.data.dba_parts else None,
+        extra_triggers=extra_triggers,
         caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
         if cfg.attack.data.text_trigger else None,
     )
@@ -313,10 +346,13 @@ class Server:
 
 
 def build_server(cfg: Config, *, log=print) -> Server:
-    model, preprocess, tokenizer = create_model_and_transforms(
-        cfg.model.name, seed=cfg.seed, pretrained=cfg.model.pretrained)
+    model, preprocess, tokenizer = make_model(cfg, seed=cfg.seed, pretrained=cfg.model.pretrained)
     if cfg.model.init == "warm":
-        load_float_state(model, warm_start(cfg, log=log))
+        warm = warm_start(cfg, log=log)
+        if cfg.objective == "simclr":
+            # the warm-start CLIP's image tower (its clean pretraining), the head as initialised
+            warm = {**float_state(model), **{k: v for k, v in warm.items() if k.startswith("visual.")}}
+        load_float_state(model, warm)
     cfg = resolve_badclip(cfg, model, preprocess, tokenizer)  # leaves the model untouched
     evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
     initial = float_state(model)

@@ -102,10 +102,9 @@ class Recorder:
             "attack_success_rate": metrics["attack_success_rate"],
             "wall_s": round(time.perf_counter() - t0, 3),
             **stats,
-            "retrieval": metrics["retrieval"],
-            **({"asr_by_trigger": metrics["asr_by_trigger"]} if "asr_by_trigger" in metrics else {}),
-            **({"text_attack_success_rate": metrics["text_attack_success_rate"]}
-               if "text_attack_success_rate" in metrics else {}),
+            # the rest of what the evaluator measured: retrieval, per-piece and text-side ASR
+            # (CLIP mode), kNN and linear-probe numbers (SimCLR mode)
+            **{k: v for k, v in metrics.items() if k not in ("clean_accuracy", "attack_success_rate")},
         }
         self.run_dir.append_round(record)
         # Detection rates mean something only for a rule that filters: show them once it does.

@@ -1,6 +1,7 @@
 """Contrastive objectives beyond CLIP's InfoNCE on the pairs as they are: the honest clients'
-robust local training modes (``TRAINING``, chosen by ``clients.training``) and CleanCLIP's
-server-side fine-tuning.
+robust local training modes (``TRAINING``, chosen by ``clients.training``), CleanCLIP's
+server-side fine-tuning, and SimCLR's NT-Xent (``simclr``: every client's training mode when
+the top-level ``objective = "simclr"``).
 
 A training mode is a factory ``mode(model, images, captions, *, tokenizer, preprocess,
 generator, epoch_offset, **params) -> batch_loss`` called once per round with the round's
@@ -17,6 +18,7 @@ from fedsim.objectives.adversarial import adversarial, pgd_images
 from fedsim.objectives.augment import augment_images, eda, image_views
 from fedsim.objectives.cleanclip import cleanclip_finetune, cleanclip_loss
 from fedsim.objectives.roclip import nearest_captions, roclip
+from fedsim.objectives.simclr import nt_xent, simclr
 from fedsim.training import BatchLoss, pairs_loss
 
 
@@ -49,7 +51,9 @@ __all__ = [
     "eda",
     "image_views",
     "nearest_captions",
+    "nt_xent",
     "pgd_images",
     "roclip",
+    "simclr",
     "standard",
 ]
