@@ -110,12 +110,17 @@ def _which(names: list[str], total: int) -> str:
 
 
 def _same_config(path: Path, cfg: Config) -> bool:
-    """Whether a cell folder is new or holds a run of ``cfg`` (a BadCLIP patch the run learned
-    and wrote into its config.toml aside)."""
+    """Whether a cell folder is new or holds a run of ``cfg``: its config.toml, read by this
+    version of fedsim (fields added since take their defaults, so a sweep continues after an
+    upgrade that changes nothing it set), equals ``cfg`` (a BadCLIP patch the run learned and
+    wrote into its config.toml aside)."""
     file = path / "config.toml"
     if not file.is_file():
         return True
-    theirs = tomllib.loads(file.read_text())
+    try:
+        theirs = tomllib.loads(Config.model_validate(tomllib.loads(file.read_text())).to_toml())
+    except (ValueError, OSError):  # unreadable, or not a config of this version
+        return False
     params = theirs.get("attack", {}).get("data", {}).get("trigger", {}).get("params", {})
     if cfg.attack.data.trigger.name == "badclip" and "pattern" not in cfg.attack.data.trigger.params:
         params.pop("pattern", None)

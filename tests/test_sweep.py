@@ -8,9 +8,11 @@ import json
 import math
 import statistics
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from fedsim import runner
 from fedsim.cli import main
@@ -440,6 +442,23 @@ def test_a_cell_whose_summary_was_cut_short_is_set_aside_and_run_again(tmp_path,
     assert main(["sweep", config, "--out", str(out)]) == 0
     assert again.started == ["grid-seed7"]
     assert (out / "seed7.failed-1" / "summary.json").read_text() == text
+
+
+def test_a_rerun_reads_older_cell_configs_with_the_defaults_of_fields_added_since(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "run", FakeRunner())
+    config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    written = out / "fedavg__seed7" / "config.toml"
+    older = tomllib.loads(written.read_text())
+    del older["faults"], older["objective"]  # as a fedsim without them wrote it
+    written.write_text(tomli_w.dumps(older))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("a completed cell was run again"))
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("skipped, completed before") == 2
+    written.write_text("rounds = [")  # no config of any version
+    assert main(["sweep", config, "--out", str(out)]) == 2
+    assert "fedavg__seed7 holds a run of a different config" in capsys.readouterr().err
 
 
 def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch):
