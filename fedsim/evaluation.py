@@ -6,9 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 @torch.no_grad()
@@ -170,6 +167,11 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor) -> Callable[[torc
     on frozen features: a multinomial logistic regression (scikit-learn's L-BFGS, C = 1, on
     features standardised with the training set's mean and deviation) fitted to ``features``
     (n, D) and ``labels``; deterministic. Returns features → predicted labels."""
+    # on use: scikit-learn would cost every process that imports fedsim (client actors too) ~1 s
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     probe.fit(features.double().numpy(), labels.numpy())
     return lambda f: torch.from_numpy(probe.predict(f.double().numpy())).long()
