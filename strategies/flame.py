@@ -5,7 +5,6 @@ USENIX Security 2022)."""
 from __future__ import annotations
 
 import torch
-from sklearn.cluster import HDBSCAN
 
 from strategies.clipping import add_gaussian_noise, clip_factors
 from strategies.geometry import cosine_similarities, gram
@@ -49,6 +48,10 @@ def flame(
         raise ValueError(f"flame: needs n >= 2 clients to cluster, got n={n}")
     g = gram(updates)
     cosine_distance = (1.0 - cosine_similarities(g)).clamp(0.0, 2.0).fill_diagonal_(0.0)
+    # Imported here: scikit-learn (and the scipy.stats it loads) costs seconds to import, paid
+    # by every ClientApp process the Deployment Engine starts, which never runs a rule.
+    from sklearn.cluster import HDBSCAN
+
     labels = HDBSCAN(
         metric="precomputed",
         min_cluster_size=n // 2 + 1,

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from scipy.stats import norm
 
 PERTURBATIONS = ("std", "unit", "sign")
 
@@ -73,6 +72,10 @@ def lie_z(n: int, n_malicious: int) -> float:
             f"lie: s = floor(n/2 + 1) - n_malicious = {s} for n={n}, n_malicious={n_malicious}; "
             "the attack assumes fewer than half the clients attack (0 < s < n)"
         )
+    # Imported here: scipy.stats costs seconds to import, paid by every ClientApp process the
+    # Deployment Engine starts (one per message), attacker or not.
+    from scipy.stats import norm
+
     return float(norm.ppf((n - s) / n))
 
 
