@@ -341,7 +341,7 @@ def test_flame_all_noise_keeps_everyone_and_says_so(monkeypatch):
         def fit_predict(self, distances):
             return np.full(len(distances), -1)
 
-    monkeypatch.setattr(importlib.import_module("strategies.flame"), "HDBSCAN", AllNoise)
+    monkeypatch.setattr(importlib.import_module("sklearn.cluster"), "HDBSCAN", AllNoise)  # flame imports it per call
     result = flame(randn(5, 8, seed=14), lam=0.0)
     assert result.info["all_noise"] and result.accepted.tolist() == [0, 1, 2, 3, 4]
 
@@ -674,7 +674,7 @@ class RecordingHDBSCAN:
 
 @pytest.mark.parametrize("n", [7, 8])
 def test_flame_hdbscan_parameters_input_and_largest_cluster(monkeypatch, n):
-    monkeypatch.setattr(importlib.import_module("strategies.flame"), "HDBSCAN", RecordingHDBSCAN)
+    monkeypatch.setattr(importlib.import_module("sklearn.cluster"), "HDBSCAN", RecordingHDBSCAN)
     RecordingHDBSCAN.calls = []
     RecordingHDBSCAN.labels = np.array([1, 0, 1, -1, 1, 0, 1, 0][:n])
     x = randn(n, 12, seed=68, dtype=torch.float64)
