@@ -28,6 +28,7 @@ from fedsim.config import Config, ConfigError
 from fedsim.report import DEPLOY_DIR, RunDirectory
 
 MARKER = "FEDSIM_DEPLOY"
+MARKER_FILE = "marker.txt"  # in OUT/deploy/: the token, to find what a killed deployment left
 CONNECTION = "fedsim-deploy"
 # Set for the SuperExecs: their wait between asks for a task (Flower's default 1 s).
 TASK_POLL_S = "0.2"
@@ -126,6 +127,7 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
     config_path = logs / "config.toml"
     config_path.write_text(cfg.to_toml())
     token = secrets.token_hex(8)
+    (logs / MARKER_FILE).write_text(token)
     env = {
         **os.environ,
         MARKER: token,
