@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,7 +158,9 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
 
     t0 = time.perf_counter()
     status, error = "completed", None
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM ends the deployment as Ctrl-C does (its processes stopped, the summary written)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         superlink = start("superlink", [str(bin_dir / "flower-superlink"), "--insecure", "--port", str(link),
                                         "--disable-runtime-dependency-installation"])
@@ -190,7 +193,8 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
         raise
     finally:
         end_deployment(token, started)
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         summary = _summary(run_dir)
         if summary is None or (status != "completed" and summary.get("status") != "completed"):
             summary = finish(run_dir, cfg, initial=None, wall_s=time.perf_counter() - t0, status=status,
