@@ -122,7 +122,7 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
     root = app_root()
     bin_dir = Path(sys.executable).parent
     flwr = shutil.which("flwr", path=str(bin_dir)) or "flwr"
-    logs = run_dir.path / DEPLOY_DIR
+    logs = run_dir.path.resolve() / DEPLOY_DIR  # absolute: the ServerApp runs in the checkout
     home = logs / "flwr-home"
     home.mkdir(parents=True)
     config_path = logs / "config.toml"
@@ -176,7 +176,7 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
                   "every SuperNode connected", started, start_timeout_s, logs)
         run = start("flwr-run", [
             flwr, "run", str(root), CONNECTION, "--stream",
-            "--run-config", f"config='{config_path}' out='{run_dir.path.resolve()}'",
+            "--run-config", f"config='{config_path}' out='{logs.parent}'",
         ])
         shown = 0
         while run.poll() is None:
