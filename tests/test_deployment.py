@@ -12,14 +12,33 @@ from pathlib import Path
 
 import pytest
 
+from fedsim.cli import main
 from fedsim.deploy import MARKER_FILE, deployment_processes
+from fedsim.report import DEPLOY_DIR, RunDirectoryError, new_run_directory
 
-pytestmark = pytest.mark.slow  # minutes: every message starts a ClientApp process (torch, open_clip)
+# The end-to-end tests take minutes: every message starts a ClientApp process (torch, open_clip).
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "name='deployed'", "--set", "rounds=2", "--set", "data.train_size=150",
         "--set", "data.test_size=60", "--set", "model.init='scratch'", "--set", "clients.num=3",
         "--set", "clients.per_round=3", "--set", "attack.malicious=[0]"]
+
+
+def test_the_serverapp_opens_a_run_directory_holding_only_the_deploy_folder(tmp_path):
+    (tmp_path / "a" / DEPLOY_DIR).mkdir(parents=True)
+    assert new_run_directory(tmp_path / "a", allow=(DEPLOY_DIR,)).path == tmp_path / "a"
+    (tmp_path / "a" / "rounds.jsonl").write_text("{}\n")
+    with pytest.raises(RunDirectoryError, match="not empty"):
+        new_run_directory(tmp_path / "a", allow=(DEPLOY_DIR,))
+    (tmp_path / "b" / DEPLOY_DIR).mkdir(parents=True)
+    with pytest.raises(RunDirectoryError, match="not empty"):  # fedsim run's --out: no exception
+        new_run_directory(tmp_path / "b")
+
+
+def test_an_invalid_config_starts_nothing(tmp_path, capsys):
+    assert main(["deploy", "configs/quickstart.toml", "--out", str(tmp_path / "run"), "--set", "rounds=0"]) == 2
+    assert "rounds" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def _deploy(out: Path) -> subprocess.Popen:
@@ -33,6 +52,7 @@ def _left_over(out: Path) -> list:
     return deployment_processes((out / "deploy" / MARKER_FILE).read_text().strip())
 
 
+@pytest.mark.slow
 def test_two_rounds_on_three_local_supernodes_and_nothing_left_running(tmp_path):
     out = tmp_path / "run"
     proc = _deploy(out)
@@ -56,6 +76,7 @@ def test_two_rounds_on_three_local_supernodes_and_nothing_left_running(tmp_path)
     assert _left_over(out) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_every_process_and_records_the_interruption(tmp_path):
     out = tmp_path / "run"
     proc = _deploy(out)
