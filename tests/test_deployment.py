@@ -2,6 +2,7 @@
 ServerApp/ClientApp into a run directory like ``fedsim run``'s, and nothing it started
 outlives it — after a normal end and after a Ctrl-C."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fedsim.cli import main
@@ -52,6 +54,14 @@ def _left_over(out: Path) -> list:
     return deployment_processes((out / "deploy" / MARKER_FILE).read_text().strip())
 
 
+def _a_clientapp_runs(out: Path) -> bool:
+    for p in _left_over(out):
+        with contextlib.suppress(psutil.Error):
+            if "flwr-clientapp" in " ".join(p.cmdline()):
+                return True
+    return False
+
+
 @pytest.mark.slow
 def test_two_rounds_on_three_local_supernodes_and_nothing_left_running(tmp_path):
     out = tmp_path / "run"
@@ -81,12 +91,13 @@ def test_ctrl_c_ends_every_process_and_records_the_interruption(tmp_path):
     out = tmp_path / "run"
     proc = _deploy(out)
     try:
-        # Interrupt once the nodes are up and the run is under way.
-        deadline = time.monotonic() + 600
-        while not (out / "deploy" / "flwr-run.log").is_file() and proc.poll() is None:
-            assert time.monotonic() < deadline, "the deployment never started flwr run"
+        # Interrupt while a ClientApp runs: Flower starts the ServerApp and ClientApps in
+        # sessions of their own, which a kill of fedsim's process group would miss.
+        deadline = time.monotonic() + 900
+        while not (proc.poll() is None and (out / "deploy" / MARKER_FILE).is_file()
+                   and _a_clientapp_runs(out)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no ClientApp ever started"
             time.sleep(0.5)
-        time.sleep(5)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:
