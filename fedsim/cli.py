@@ -1,4 +1,5 @@
-"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim resume RUN_DIR``,
+"""``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim deploy CONFIG [--out DIR]
+[--set key=value ...]``, ``fedsim resume RUN_DIR``,
 ``fedsim validate CONFIG [--set key=value ...]``, ``fedsim sweep CONFIG [--out DIR] [--grid
 key=[a,b] ...] [--seeds K] [--set key=value ...]``, ``fedsim report DIR... [--out DIR]``,
 ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and exit codes.
@@ -24,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set rounds=5 --set attack.enabled=false")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    deploy = sub.add_parser("deploy", help="run one experiment on Flower's Deployment Engine on this machine "
+                                           "(a SuperLink and one SuperNode per client on 127.0.0.1)")
+    deploy.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    deploy.add_argument("--out", help="run directory, as for run; the SuperLink's and SuperNodes' logs go to OUT/deploy/")
+    deploy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, as for run")
     resume = sub.add_parser("resume", help="continue a killed or interrupted run from its last round")
     resume.add_argument("run_dir", help="the run directory (fedsim run --out)")
     resume.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 130
     try:
+        if args.command == "deploy":
+            return main_run(args.config, args.out, args.set, False, deploy=True)
         if args.command == "resume":
             return main_resume(args.run_dir, args.verbose)
         return main_run(args.config, args.out, args.set, args.verbose)

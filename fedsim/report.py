@@ -13,6 +13,10 @@ import math
 import os
 from pathlib import Path
 
+# ``fedsim deploy``'s folder in a run directory (the SuperLink's and SuperNodes' logs, Flower's
+# home), made before the ServerApp opens the directory.
+DEPLOY_DIR = "deploy"
+
 # Per-round detection rates averaged into the summary (None rounds are skipped).
 DETECTION_KEYS = ("tpr", "fpr", "precision", "recall")
 
@@ -32,11 +36,12 @@ class RunDirectoryError(ValueError):
     """A run directory that cannot be used; ``str()`` says why."""
 
 
-def new_run_directory(path: str | Path) -> "RunDirectory":
-    """A run directory at ``path``, which must be new or empty: an existing non-empty one is
-    refused, so results are never overwritten or appended to."""
+def new_run_directory(path: str | Path, allow: tuple[str, ...] = ()) -> "RunDirectory":
+    """A run directory at ``path``, which must be new or empty (but for the entries named in
+    ``allow``): an existing non-empty one is refused, so results are never overwritten or
+    appended to."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name not in allow for p in path.iterdir())):
         raise RunDirectoryError(f"{str(path)!r} already exists and is not empty")
     try:
         run_dir = RunDirectory(path)

@@ -387,7 +387,9 @@ def main_resume(run_dir: str, verbose: bool) -> int:
     return 0
 
 
-def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) -> int:
+def main_run(config: str, out: str | None, overrides: list[str], verbose: bool, *, deploy: bool = False) -> int:
+    """``fedsim run`` (Flower's simulation engine) or, with ``deploy``, ``fedsim deploy`` (its
+    Deployment Engine on this machine, ``fedsim.deploy``)."""
     note_sweep_table(config)
     try:
         cfg = load(config, overrides)
@@ -395,7 +397,12 @@ def main_run(config: str, out: str | None, overrides: list[str], verbose: bool) 
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2
-    summary = run(cfg, run_dir, verbose=verbose)
+    if deploy:
+        from fedsim.deploy import deploy as run_deployed
+
+        summary = run_deployed(cfg, run_dir)
+    else:
+        summary = run(cfg, run_dir, verbose=verbose)
     if summary["status"] != "completed":
         print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
         return 1

@@ -48,7 +48,9 @@ def flame(
         raise ValueError(f"flame: needs n >= 2 clients to cluster, got n={n}")
     g = gram(updates)
     cosine_distance = (1.0 - cosine_similarities(g)).clamp(0.0, 2.0).fill_diagonal_(0.0)
-    from sklearn.cluster import HDBSCAN  # on use: sklearn.cluster costs every process importing strategies ~1 s
+    # Imported here: scikit-learn (and the scipy.stats it loads) costs seconds to import, paid
+    # by every ClientApp process the Deployment Engine starts, which never runs a rule.
+    from sklearn.cluster import HDBSCAN
 
     labels = HDBSCAN(
         metric="precomputed",

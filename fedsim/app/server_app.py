@@ -17,7 +17,7 @@ from fedsim.app.client_app import CONFIG_KEY
 from fedsim.app.recorder import CHECKPOINT, Recorder, finish, rng_state, save_checkpoint, set_rng_state
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.records import to_array_record
-from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory
+from fedsim.report import DEPLOY_DIR, RunDirectory, RunDirectoryError, new_run_directory
 
 
 def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
@@ -173,13 +173,15 @@ server_app = ServerApp()
 
 @server_app.main()
 def _flwr_run_main(grid: Grid, context: Context) -> None:
-    """Entry point for ``flwr run .``: run config keys ``config`` (TOML path) and ``out`` (a
-    new or empty directory, as ``fedsim run --out``)."""
+    """Entry point for ``flwr run .`` (and ``fedsim deploy``): run config keys ``config`` (TOML
+    path) and ``out`` (a new or empty directory, as ``fedsim run --out``; ``fedsim deploy``'s
+    ``deploy/`` folder may already be in it). Replies are pulled every 0.1 s (``StoppableGrid``)
+    rather than every 3 s, the Deployment Engine grid's own wait between pulls."""
     rc = context.run_config
     cfg = load_config(rc.get("config") or None, [], config_checks())
     out = str(rc.get("out", "runs/flwr"))
     try:
-        run_dir = new_run_directory(out)
+        run_dir = new_run_directory(out, allow=(DEPLOY_DIR,))
     except RunDirectoryError as e:
         raise ConfigError(
             f"run config out: {e}; choose a new directory, e.g. flwr run . --run-config \"out='runs/flwr-2'\""
@@ -188,7 +190,7 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     t0 = time.perf_counter()
     initial, status, error = None, "completed", None
     try:
-        initial = run_server(grid, cfg, run_dir)
+        initial = run_server(StoppableGrid(grid, threading.Event()), cfg, run_dir)
     except Exception as e:
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
