@@ -4,7 +4,9 @@ over the first two axes, and CA / ASR per round overlaid per cell with a min–m
 seeds. ``fedsim sweep`` writes them at its end; ``fedsim report DIR...`` rebuilds them.
 
 The axes come from the grid file ``fedsim sweep`` leaves in its folder (``sweep.json``: axis
-names and labels), else from the runs' configs (``fedsim.grid.infer_axes``).
+names and labels), else from the runs' configs (``fedsim.grid.infer_axes``). A run's label on
+each axis is the one the sweep recorded for its cell (``sweep.jsonl``), else the axis value its
+config matches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from fedsim.grid import Axis, flatten, infer_axes, label_in
 
 GRID_FILE = "sweep.json"
+# One line per cell a sweep ran: its labels, status, what was done (fedsim.sweep writes it).
+STATUS_FILE = "sweep.jsonl"
 # What one run is reduced to: (column, summary.json key, heading).
 METRICS = (
     ("final_asr", "attack_success_rate", "final ASR"),
@@ -40,6 +44,7 @@ class Run:
     config: dict  # flat: dotted key → value
     summary: dict
     rounds: list[dict]
+    labels: dict | None = None  # axis → label, as the sweep that ran it recorded
 
     @property
     def completed(self) -> bool:
@@ -72,7 +77,27 @@ def load_run(path: Path) -> Run:
     rounds = ([json.loads(line) for line in rounds_file.read_text().splitlines() if line]
               if rounds_file.is_file() else [])
     return Run(path, flatten(tomllib.loads((path / "config.toml").read_text())),
-               json.loads((path / "summary.json").read_text()), rounds)
+               json.loads((path / "summary.json").read_text()), rounds, recorded_labels(path))
+
+
+def recorded_labels(path: Path) -> dict | None:
+    """The labels ``fedsim sweep`` recorded for the cell in ``path`` (the last line of its
+    folder's ``sweep.jsonl`` naming it), or None. They are what the cell was run as: a
+    config alone can match several values of an axis (values setting different keys, each
+    equal to the base's where the other does not set it) or none (a BadCLIP patch the run
+    learned and wrote into its config)."""
+    status = path.parent / STATUS_FILE
+    if not status.is_file():
+        return None
+    labels = None
+    for line in status.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("cell") == path.name and isinstance(entry.get("labels"), dict):
+            labels = entry["labels"]
+    return labels
 
 
 def grid_axes(paths, runs: list[Run]) -> list[Axis]:
@@ -85,8 +110,14 @@ def grid_axes(paths, runs: list[Run]) -> list[Axis]:
 
 
 def labels_of(run: Run, axes: list[Axis]) -> tuple[str, ...]:
-    """The run's value on each axis ("?" where its config matches none of the axis's values)."""
-    return tuple(label_in(axis, run.config) or "?" for axis in axes)
+    """The run's value on each axis: the label its sweep recorded, else the value its config
+    matches ("?" where it matches none)."""
+    recorded = run.labels or {}
+    return tuple(
+        recorded[axis.name] if recorded.get(axis.name) in {label for label, _ in axis.values}
+        else label_in(axis, run.config) or "?"
+        for axis in axes
+    )
 
 
 def swept_keys(axes: list[Axis]) -> list[str]:

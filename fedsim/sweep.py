@@ -25,9 +25,8 @@ from pathlib import Path
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
 from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes
 from fedsim.report import RunDirectory, new_run_directory, read_summary
-from fedsim.results import GRID_FILE, write_results
+from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 
-STATUS_FILE = "sweep.jsonl"
 LOG_FILE = "sweep.log"
 # How many cells a problem shared by many cells names before "and N more".
 SHOWN_CELLS = 3

@@ -461,6 +461,38 @@ def test_a_rerun_reads_older_cell_configs_with_the_defaults_of_fields_added_sinc
     assert "fedavg__seed7 holds a run of a different config" in capsys.readouterr().err
 
 
+def test_results_label_each_run_as_its_cell_was_run_not_by_the_first_matching_value(tmp_path, monkeypatch):
+    # "roclip" sets as many keys as "fedavg" and its runs hold fedavg's settings too (a tie a
+    # config cannot break); a run that wrote a learned BadCLIP-like pattern into its config
+    # matches no value of its axis at all.
+    class LearnsAPattern(FakeRunner):
+        def __call__(self, cfg, run_dir, **kw):
+            summary = super().__call__(cfg, run_dir, **kw)
+            config = tomllib.loads((run_dir.path / "config.toml").read_text())
+            config["attack"]["data"]["trigger"]["params"]["pattern"] = [[[0.5]]]
+            (run_dir.path / "config.toml").write_text(tomli_w.dumps(config))
+            return summary
+
+    monkeypatch.setattr(runner, "run", LearnsAPattern())
+    config = write_config(tmp_path, """
+[sweep.defense.fedavg]
+"strategy.name" = "fedavg"
+"strategy.params" = {}
+[sweep.defense.roclip]
+"strategy.name" = "fedavg"
+"clients.training" = "roclip"
+""")
+    out = tmp_path / "out"
+    assert main(["sweep", config, "--out", str(out)]) == 0
+    with (out / "results.csv").open() as f:
+        rows = {Path(r["run_dir"]).name: r["defense"] for r in csv.DictReader(f)}
+    assert rows == {"fedavg__seed7": "fedavg", "roclip__seed7": "roclip"}
+    assert "| roclip |" in (out / "results.md").read_text()
+    # fedsim report of the same folder gives the same labels
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "results.csv").read_text() == (out / "results.csv").read_text()
+
+
 def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner, "run", FakeRunner())
     config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
