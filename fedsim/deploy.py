@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from fedsim.app import CHECKPOINT, finish
 from fedsim.config import Config, ConfigError
 from fedsim.report import DEPLOY_DIR, RunDirectory
+from fedsim.runner import free_port
 
 MARKER = "FEDSIM_DEPLOY"
 MARKER_FILE = "marker.txt"  # in OUT/deploy/: the token, to find what a killed deployment left
@@ -42,12 +42,6 @@ def app_root() -> Path:
     if not (root / "pyproject.toml").is_file():
         raise ConfigError(f"fedsim deploy runs the app from a source checkout; {root} has no pyproject.toml")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deployment_processes(token: str) -> list:

@@ -174,14 +174,19 @@ def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_cluster(cpus: int) -> tuple[Path, str]:
     """A one-node Ray cluster on this machine for runs that share it (``ray start --head`` with
     its session in a new folder of its own, ``cpus`` CPUs, no GPU, no dashboard): the folder
     (``end_ray`` of it stops the cluster) and the address to connect to."""
     ray_dir = new_ray_dir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
     try:
         subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
