@@ -503,15 +503,24 @@ def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch)
     assert "holds a run of a different config" in capsys.readouterr().err
 
 
-def test_the_sweep_config_of_the_repository_is_valid():
+CONTRASTIVE_DEFENSES = {"cleanclip", "roclip", "adversarial", "eminspector"}
+
+
+def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_configs_settings():
     root = Path(__file__).resolve().parent.parent
     p = plan(root / "configs" / "sweeps" / "defense-vs-attack.toml")
+    contrastive = plan(root / "configs" / "sweeps" / "contrastive-defenses.toml")
     defenses = {f.stem for f in (root / "configs" / "defenses").glob("*.toml")}
-    assert {c.labels["defense"] for c, _ in p.cells} == defenses | {"fedavg"}
-    assert len(p.cells) == len(defenses | {"fedavg"}) * 3 * 3
-    by_label = {c.labels["defense"]: cfg.strategy for c, cfg in p.cells}
-    for name in defenses:  # the same rule and parameters as configs/defenses
-        assert by_label[name] == load_config(root / "configs" / "defenses" / f"{name}.toml").strategy
+    rules = defenses - CONTRASTIVE_DEFENSES
+    assert {c.labels["defense"] for c, _ in p.cells} == rules | {"fedavg"}
+    assert len(p.cells) == len(rules | {"fedavg"}) * 3 * 3
+    assert {c.labels["defense"] for c, _ in contrastive.cells} == CONTRASTIVE_DEFENSES | {"fedavg"}
+    by_label = {c.labels["defense"]: cfg for c, cfg in [*p.cells, *contrastive.cells]}
+    for name in defenses:  # the same rule, parameters and training mode as configs/defenses
+        own = load_config(root / "configs" / "defenses" / f"{name}.toml")
+        assert by_label[name].strategy == own.strategy, name
+        assert by_label[name].clients.training == own.clients.training, name
+        assert by_label[name].defense == own.defense, name
     attacks = {c.labels["attack"]: cfg.attack for c, cfg in p.cells}
     assert attacks["lie"].byzantine.name == "lie" and not attacks["lie"].data.enabled
     assert attacks["model_replacement"].update.name == "model_replacement"
