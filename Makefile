@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   install what is missing, then run the quickstart experiment
 #   make test   install what is missing, then run the test suite
+# make lab LAB=NN  install what is missing, then run teaching lab NN (labs/NN-*/run.sh)
 # make mutants (not in CI): mutation testing of strategies/ and clients/attacks/
 # An existing .venv is reused; it is only (re)installed when pyproject.toml changes.
 
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsim-installed
 
-.PHONY: demo test bench mutants
+.PHONY: demo test bench lab mutants
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/aggregators.py $(ARGS)
+
+lab: $(STAMP)
+	@test -n "$(LAB)" && test -f labs/$(LAB)-*/run.sh || { echo "usage: make lab LAB=NN, NN one of: $$(cd labs && ls -d [0-9]*/ | cut -c1-2 | tr '\n' ' ')" >&2; exit 2; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash labs/$(LAB)-*/run.sh $(ARGS)
 
 $(VENV)/.fedsim-mutants: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,mutants]"
