@@ -141,16 +141,27 @@ def new_ray_dir() -> Path:
 
 
 def session_processes(ray_dir: Path) -> list:
-    """The processes of the Ray session under ``ray_dir`` (GCS, raylet, agents, monitors,
-    workers: each names a path inside it on its command line), as ``psutil.Process``es."""
+    """The processes of the Ray session under ``ray_dir``, as ``psutil.Process``es: those
+    naming a path inside it on their command line (GCS, raylet, monitors) or holding a file
+    inside it open, and their descendants. Ray's agents and workers rename themselves
+    (``ray::DashboardAgent``, ``ray::IDLE``: their command line no longer names the folder)
+    and, after a ``kill -9`` of the run, outlive the raylet as orphans; they still hold their
+    log files in the folder open."""
     import psutil
 
-    mine = []
+    def inside(paths) -> bool:
+        return any(str(ray_dir) in p for p in paths)
+
+    mine = {}
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if proc.pid != os.getpid() and any(str(ray_dir) in arg for arg in proc.info["cmdline"] or ()):
-                mine.append(proc)
-    return mine
+            if proc.pid == os.getpid():
+                continue
+            if inside(proc.info["cmdline"] or ()) or inside(f.path for f in proc.open_files()):
+                mine[proc.pid] = proc
+                mine.update((c.pid, c) for c in proc.children(recursive=True))
+    mine.pop(os.getpid(), None)
+    return list(mine.values())
 
 
 def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:

@@ -256,3 +256,48 @@ def test_kill_9_after_round_2_then_resume_gives_the_uninterrupted_numbers(tmp_pa
     assert _alive(proc.pid) == []
     assert not (out / RAY_SESSION).exists() and not (out / CHECKPOINT).exists()
     assert _fedsim("resume", str(out)).returncode == 2  # completed: nothing to resume
+
+
+def test_end_ray_ends_renamed_orphans_and_the_descendants_of_the_session(tmp_path):
+    """After a kill -9, Ray's agents live on as orphans whose command line (``ray::DashboardAgent``)
+    no longer names the session folder; they hold their logs in it open. A worker spawned by the
+    raylet names nothing of the folder at all. end_ray must find both."""
+    from fedsim.runner import end_ray, session_processes
+
+    ray_dir = tmp_path / "fedsim-ray-x"
+    (ray_dir / "logs").mkdir(parents=True)
+    log = ray_dir / "logs" / "agent.log"
+    agent = subprocess.Popen([sys.executable, "-c", "import sys,time; f=open(sys.argv[1],'w'); time.sleep(600)", str(log)])
+    # a "raylet" naming the folder, with a child that names nothing of it and opens nothing in it
+    raylet = subprocess.Popen([sys.executable, "-c", "import subprocess,sys,time; subprocess.Popen(['sleep','600']); time.sleep(600)",
+                               f"--session-dir={ray_dir}"])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (log.exists() and len(_children(raylet.pid)) == 1):
+            time.sleep(0.1)
+        worker = _children(raylet.pid)
+        assert len(worker) == 1
+        found = {p.pid for p in session_processes(ray_dir)}
+        assert found == {agent.pid, raylet.pid, worker[0]}
+        end_ray(ray_dir, grace_s=1.0)
+        assert agent.wait(timeout=10) is not None and raylet.wait(timeout=10) is not None
+        assert not _running(worker[0]) and not ray_dir.exists()
+    finally:
+        for p in (agent, raylet):
+            if p.poll() is None:
+                p.kill()
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children()]
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
