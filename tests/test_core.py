@@ -47,6 +47,30 @@ def test_generated_data_is_deterministic_balanced_and_captioned():
     assert len(stars) > 3
 
 
+def test_rendering_in_chunks_gives_the_same_images_with_memory_that_does_not_grow_with_n():
+    import tracemalloc
+
+    from fedsim.data.shapes import _render
+
+    def draw(n, chunk):
+        rng = np.random.default_rng(7)
+        labels, colors = rng.permutation(np.arange(n) % len(SHAPES)), rng.integers(0, len(COLORS), n)
+        tracemalloc.start()
+        images = _render(labels, colors, rng, chunk=chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return images, peak
+
+    whole, _ = draw(300, 300)
+    for chunk in (1, 7, 64, 299):
+        assert np.array_equal(draw(300, chunk)[0], whole), chunk
+    # 768 more samples cost their uint8 images and per-sample draws (≈ 3.2 kB each), not the
+    # ≈ 200 kB each of supersampled float64 geometry that rendering them at once takes.
+    (_, small), (_, large) = draw(256, 64), draw(1024, 64)
+    assert large - small < 768 * 8_000
+    assert draw(1024, 1024)[1] - small > 768 * 100_000
+
+
 def test_splits_are_distinct_streams():
     train, test = load_split("shapes", "train", 100, 0), load_split("shapes", "test", 100, 0)
     assert not torch.equal(train.images, test.images)

@@ -131,7 +131,16 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
 
 
-def _render(labels, colors, rng: np.random.Generator) -> np.ndarray:
+# Samples rendered at once: the supersampled geometry takes ≈ 0.2 MB of float64 per sample, so
+# rendering a whole split at once needed gigabytes at 20,000 samples (bench/scale.py).
+RENDER_CHUNK = 1024
+
+
+def _render(labels, colors, rng: np.random.Generator, chunk: int = RENDER_CHUNK) -> np.ndarray:
+    """uint8 images (n, 3, 32, 32). Every random number is drawn in one fixed order — the
+    per-sample geometry and colours of all n samples, then the pixel noise sample by sample —
+    and the geometry is rendered ``chunk`` samples at a time: the images do not depend on
+    ``chunk`` (NumPy's Generator draws a block of normals as the same stream as its parts)."""
     n = len(labels)
     size = IMAGE_SIZE * _SUPERSAMPLE
     radius = rng.uniform(0.22, 0.40, n) * size
@@ -140,27 +149,27 @@ def _render(labels, colors, rng: np.random.Generator) -> np.ndarray:
     angle = rng.uniform(-np.pi / 12, np.pi / 12, n)
     background = rng.uniform(0, 70, (n, 3))
     tint = rng.uniform(-25, 25, (n, 3))
-    noise = rng.normal(0, 6, (n, IMAGE_SIZE, IMAGE_SIZE, 3))
-
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    dx = (xs[None] - cx[:, None, None]) / radius[:, None, None]
-    dy = (cy[:, None, None] - ys[None]) / radius[:, None, None]
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
-
-    mask = np.zeros((n, size, size), dtype=bool)
-    for k, shape in enumerate(SHAPES):
-        sel = labels == k
-        if sel.any():
-            mask[sel] = _shape_mask(shape, u[sel], v[sel])
-    # Anti-alias by averaging supersampled coverage.
-    cover = mask.reshape(n, IMAGE_SIZE, _SUPERSAMPLE, IMAGE_SIZE, _SUPERSAMPLE).mean((2, 4))
     fg = np.asarray(list(COLORS.values()), dtype=np.float64)[colors] + tint
-    img = cover[..., None] * fg[:, None, None, :] + (1 - cover[..., None]) * background[
-        :, None, None, :
-    ]
-    img = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
-    return img.transpose(0, 3, 1, 2)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    out = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for lo in range(0, n, chunk):
+        s = slice(lo, min(lo + chunk, n))
+        m = s.stop - s.start
+        noise = rng.normal(0, 6, (m, IMAGE_SIZE, IMAGE_SIZE, 3))
+        dx = (xs[None] - cx[s, None, None]) / radius[s, None, None]
+        dy = (cy[s, None, None] - ys[None]) / radius[s, None, None]
+        cos, sin = np.cos(angle[s])[:, None, None], np.sin(angle[s])[:, None, None]
+        u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+        mask = np.zeros((m, size, size), dtype=bool)
+        for k, shape in enumerate(SHAPES):
+            sel = labels[s] == k
+            if sel.any():
+                mask[sel] = _shape_mask(shape, u[sel], v[sel])
+        # Anti-alias by averaging supersampled coverage.
+        cover = mask.reshape(m, IMAGE_SIZE, _SUPERSAMPLE, IMAGE_SIZE, _SUPERSAMPLE).mean((2, 4))
+        img = cover[..., None] * fg[s, None, None, :] + (1 - cover[..., None]) * background[s, None, None, :]
+        out[s] = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+    return out
 
 
 @lru_cache(maxsize=8)
