@@ -8,6 +8,8 @@ rounds exist) and ``metrics.png`` (clean accuracy and attack success rate per ro
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -34,6 +36,46 @@ def _clean(value):
 
 class RunDirectoryError(ValueError):
     """A run directory that cannot be used; ``str()`` says why."""
+
+
+# Held (flock) by the fedsim process working in a run or sweep directory; the kernel drops it
+# when that process ends, however it ends, so a stale file never blocks anyone.
+LOCK_FILE = ".fedsim.lock"
+_held: set[Path] = set()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path):
+    """Work in the directory ``path`` (made if missing) with no other fedsim process in it: a
+    second ``fedsim run``/``resume``/``sweep`` on the same folder would take the first one's
+    Ray session for a killed run's leftover and end it, and both would append to the same
+    files. RunDirectoryError, naming the holder, when another process holds it; re-entrant
+    within one process (a sweep's cell, a resumed run)."""
+    path = Path(path).resolve()
+    if path in _held:
+        yield
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = (path / LOCK_FILE).open("a+")
+    except OSError as e:
+        raise RunDirectoryError(f"{str(path)!r} cannot be used: {e.strerror or e}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunDirectoryError(f"{str(path)!r} is in use by another fedsim process ({holder}); "
+                                    "wait for it to end, or use another folder") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        _held.add(path)
+        try:
+            yield
+        finally:
+            _held.discard(path)
 
 
 def new_run_directory(path: str | Path, allow: tuple[str, ...] = ()) -> "RunDirectory":

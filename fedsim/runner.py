@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedsim.app import CHECKPOINT, client_app, config_checks, finish, load_checkpoint, make_server_app
 from fedsim.config import Config, ConfigError, invalid, load_config, read_config
-from fedsim.report import RunDirectory, RunDirectoryError, new_run_directory, read_summary
+from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
 
 # In the run directory while the run is alive: the path of its Ray session folder, so that
 # ``fedsim resume`` can end what a killed run left running.
@@ -225,12 +225,23 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     exception propagates), one stopped by Ctrl-C "interrupted" (KeyboardInterrupt). With
     ``resume`` (the checkpoint of ``out``'s last round) it continues that run; the checkpoint
     is removed once the run completes. ``ray_address``: a running Ray cluster for the clients
-    in place of ``resources.ray_address`` (a sweep's shared cluster; the config is unchanged)."""
+    in place of ``resources.ray_address`` (a sweep's shared cluster; the config is unchanged). Raises
+    ConfigError when another fedsim process works in the same directory."""
+    run_dir = out if isinstance(out, RunDirectory) else prepare_out(out, cfg)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(run_dir.path))
+        except RunDirectoryError as e:
+            raise ConfigError(f"--out {e}") from None
+        return _run(cfg, run_dir, verbose=verbose, log=log, resume=resume, ray_address=ray_address)
+
+
+def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict | None,
+         ray_address: str | None) -> dict:
     import torch
     from flwr.simulation import run_simulation
 
     log = log or (lambda msg: print(msg, flush=True))
-    run_dir = out if isinstance(out, RunDirectory) else prepare_out(out, cfg)
     if resume is None:
         run_dir.write_config(cfg.to_toml())
     log(f"fedsim: {cfg.name} → {run_dir.path}  ({cfg.clients.num} clients, "
@@ -335,10 +346,15 @@ def resume(run_dir: str | Path, *, verbose: bool = False, log=None, ray_address:
         raise ConfigError(f"{str(path / CHECKPOINT)!r} is not a fedsim checkpoint: {describe(e)}") from None
     if not 1 <= done <= cfg.rounds:
         raise ConfigError(f"{str(path / CHECKPOINT)!r} is of round {done}; the config has rounds={cfg.rounds}")
-    end_leftover_session(path)
-    run_dir = RunDirectory(path)
-    run_dir.keep_rounds(done)
-    return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint, ray_address=ray_address)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(path))
+        except RunDirectoryError as e:
+            raise ConfigError(str(e)) from None
+        end_leftover_session(path)  # only now: the session of a live run is not a leftover
+        run_dir = RunDirectory(path)
+        run_dir.keep_rounds(done)
+        return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint, ray_address=ray_address)
 
 
 def run_checks() -> list:
@@ -418,7 +434,11 @@ def main_run(config: str, out: str | None, overrides: list[str], verbose: bool, 
 
         summary = run_deployed(cfg, run_dir)
     else:
-        summary = run(cfg, run_dir, verbose=verbose)
+        try:
+            summary = run(cfg, run_dir, verbose=verbose)
+        except ConfigError as e:
+            print(f"fedsim: {e}", file=sys.stderr)
+            return 2
     if summary["status"] != "completed":
         print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
         return 1

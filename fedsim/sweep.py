@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
 from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes
-from fedsim.report import RunDirectory, new_run_directory, read_summary
+from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
 from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 
 LOG_FILE = "sweep.log"
@@ -261,8 +261,13 @@ def _outcome(action: str, summary: dict) -> str:
 
 def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=()) -> list[dict]:
     """Run every cell of ``p`` under ``out`` (``sweep.json``: the grid; ``sweep.jsonl``: one
-    line per cell), then write the results; returns the status lines of this sweep."""
-    out.mkdir(parents=True, exist_ok=True)
+    line per cell), then write the results; returns the status lines of this sweep.
+    RunDirectoryError when another fedsim process works in ``out``."""
+    with exclusive(out):
+        return _run_plan(p, out, config=config, overrides=overrides)
+
+
+def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides) -> list[dict]:
     (out / GRID_FILE).write_text(json.dumps({
         "config": str(config), "overrides": list(overrides), "axes": [a.to_json() for a in p.axes],
         "seeds": sorted({c.seed for c, _ in p.cells}), "cells": [c.name for c, _ in p.cells],
@@ -312,7 +317,11 @@ def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[st
         return 2
     print(f"fedsim: sweep of {len(p.cells)} runs ({' × '.join(f'{len(a.values)} {a.name}' for a in p.axes) or 'no axes'}"
           f", {len({c.seed for c, _ in p.cells})} seeds) → {folder}")
-    statuses = run_plan(p, folder, config=config, overrides=overrides)
+    try:
+        statuses = run_plan(p, folder, config=config, overrides=overrides)
+    except RunDirectoryError as e:
+        print(f"fedsim: --out {e}", file=sys.stderr)
+        return 2
     failed = [s["cell"] for s in statuses if s["status"] != "completed"]
     print(f"fedsim: {len(statuses) - len(failed)} of {len(statuses)} runs completed → {folder}/results.md")
     if failed:
