@@ -379,6 +379,27 @@ def test_check_updates_messages_and_boundaries():
         check_finite("y", ten)
 
 
+
+def test_check_finite_accepts_finite_entries_whose_sum_overflows_and_finds_every_bad_entry():
+    """The one-pass check (a finite sum proves finite entries) must fall back to the entries
+    when the sum is not finite: an overflowing sum of finite values is not an error, and a +Inf
+    and a −Inf (sum NaN) or a lone NaN anywhere in a large batch still are."""
+    from strategies.result import check_finite, check_updates
+
+    big = torch.full((4, 3), 3e38)  # finite float32 entries; their sum is +Inf
+    assert not torch.isfinite(big.sum())
+    check_finite("u", big)
+    assert check_updates(big) is None
+    for value, kind in ((float("inf"), "Inf"), (float("nan"), "NaN")):
+        t = torch.randn(50, 100_000)
+        t[37, 99_999] = value
+        with pytest.raises(ValueError, match=rf"^u contains {kind} in row\(s\) \[37\]$"):
+            check_finite("u", t)
+    t = torch.zeros(3, 2)
+    t[0, 0], t[2, 1] = float("inf"), float("-inf")
+    with pytest.raises(ValueError, match=r"^u contains Inf in row\(s\) \[0, 2\]$"):
+        check_finite("u", t)
+
 def re_shape(t):
     import re
 
