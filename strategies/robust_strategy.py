@@ -52,7 +52,7 @@ PostAggregate = Callable[[dict[str, np.ndarray], int], tuple[dict[str, np.ndarra
 def _rejected(pid: int | None, reason: str):
     """``_parse``'s answer for a reply that does not count: its partition id (None for a node
     not sent a message) and why; no update."""
-    return pid, reason, None, 0, 0.0
+    return pid, reason, 0, 0.0
 
 
 def _mean_finite(values: list[float]) -> float | None:
@@ -181,10 +181,15 @@ class RobustStrategy(Strategy):
         stats = self.last_round
         replies = list(replies)
         per_node = Counter(msg.metadata.src_node_id for msg in replies)
+        # Parsed in the order of the partitions the messages went to (a valid reply carries its
+        # node's partition id), each update straight into the next row of one buffer: the
+        # stacked updates are in partition order with no second (n, d) copy.
+        replies.sort(key=lambda m: (m.metadata.src_node_id not in self._sent, self._sent.get(m.metadata.src_node_id, 0)))
+        buffer = np.empty((len(replies), sum(a.size for a in self._global.values())), dtype=np.float32)
         rows, rejected, bytes_up = [], {}, 0
         for msg in replies:
             node = msg.metadata.src_node_id
-            pid, reason, update, n_ex, loss = self._parse(msg, per_node[node])
+            pid, reason, n_ex, loss = self._parse(msg, per_node[node], buffer[len(rows)])
             if msg.has_content():
                 bytes_up += sum(r.count_bytes() for r in msg.content.array_records.values())
             if reason:
@@ -192,8 +197,7 @@ class RobustStrategy(Strategy):
                 rejected[key] = reason
                 log(WARNING, "round %d: rejected reply from %s: %s", server_round, key, reason)
                 continue
-            rows.append((pid, update, n_ex, loss))
-        rows.sort(key=lambda r: r[0])
+            rows.append((pid, n_ex, loss))
         pids = [r[0] for r in rows]
         stats.update(bytes_up=bytes_up, rejected=rejected, replies=len(rows))
         for p in set(self._sent.values()) - set(pids) - {int(k) for k in rejected if k.isdigit()}:
@@ -201,9 +205,9 @@ class RobustStrategy(Strategy):
         if not rows:
             stats["skipped"] = "no valid replies"
             return None, None
-        updates = torch.stack([r[1] for r in rows])
+        updates = torch.from_numpy(buffer[: len(rows)])
         stats["update_norms"] = {str(p): round(float(u.norm()), 5) for p, u in zip(pids, updates)}
-        weights = torch.tensor([float(r[2]) for r in rows]) if self.weigh_by_examples else None
+        weights = torch.tensor([float(r[1]) for r in rows]) if self.weigh_by_examples else None
         mal = torch.tensor([p in self.malicious for p in pids])
         if self.adversary is not None and mal.any():
             try:
@@ -282,7 +286,7 @@ class RobustStrategy(Strategy):
             ),
             rule_info=result.info,
             # clients may omit or garble their loss (NaN): average the ones that reported it
-            train_loss=_mean_finite([r[3] for r in rows]),
+            train_loss=_mean_finite([r[2] for r in rows]),
         )
         self.previous = result.aggregate
         metrics = {"num-clients": len(rows)}
@@ -329,9 +333,10 @@ class RobustStrategy(Strategy):
             )
         return {p: n[0] for p, n in nodes_of.items()}
 
-    def _parse(self, msg: Message, replies_from_node: int):
-        """(partition id — None for a node not sent a message —, reason to reject or None, flat
-        update, num-examples, loss)."""
+    def _parse(self, msg: Message, replies_from_node: int, row: np.ndarray):
+        """(partition id — None for a node not sent a message —, reason to reject or None,
+        num-examples, loss); the flat float32 update (reply − global) is written into ``row``
+        (of the global model's size), which holds nothing usable when the reply is rejected."""
         node = msg.metadata.src_node_id
         if node not in self._sent:
             return _rejected(None, "node was not sent a message this round")
@@ -355,7 +360,7 @@ class RobustStrategy(Strategy):
             extra = sorted(set(record.keys()) - set(self._global))
             missing = sorted(set(self._global) - set(record.keys()))
             return _rejected(pid, f"array keys differ (missing {missing[:3]}, extra {extra[:3]})")
-        parts = []
+        offset = 0
         for k, g in self._global.items():
             try:
                 a = record[k].numpy()
@@ -363,9 +368,11 @@ class RobustStrategy(Strategy):
                 return _rejected(pid, f"array {k!r} cannot be read: {e}")
             if a.shape != g.shape or not np.issubdtype(a.dtype, np.floating):
                 return _rejected(pid, f"array {k!r} has shape {a.shape} {a.dtype}, expected {g.shape} {g.dtype}")
-            parts.append((a.astype(np.float32) - g.astype(np.float32)).reshape(-1))
-        update = torch.from_numpy(np.concatenate(parts))
-        if not torch.isfinite(update).all():
+            np.subtract(a.astype(np.float32, copy=False), g.astype(np.float32, copy=False),
+                        out=row[offset : offset + g.size].reshape(g.shape))
+            offset += g.size
+        # float32 entries cannot overflow a float64 sum: it is finite iff every entry is
+        if not math.isfinite(row.sum(dtype=np.float64)):
             return _rejected(pid, "update has NaN or Inf")
         loss = metrics.get("train-loss", float("nan"))
-        return pid, None, update, n_ex, float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else float("nan")
+        return pid, None, n_ex, float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else float("nan")

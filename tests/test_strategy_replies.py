@@ -235,6 +235,24 @@ def test_bytes_norms_order_dtype_and_loss_of_a_round(flower_task):
     assert stats["train_loss"] == 2.0
 
 
+
+def test_a_reply_rejected_after_its_arrays_were_read_leaves_nothing_in_the_updates(flower_task):
+    """Updates are parsed straight into one buffer, row after row: a reply found bad only
+    after part of it was written there (NaN in its last array, a shape error in its second)
+    must not leave that part in the rows the rule sees, and the next reply takes its row."""
+    rng = np.random.default_rng(36)
+    strategy, spy, glob = _spy_strategy(rng, n=5)
+    clients = [_state(rng) for _ in range(5)]
+    nan_last = {k: v.copy() for k, v in clients[1].items()}
+    nan_last[list(SHAPES)[-1]].flat[-1] = np.nan
+    bad_shape = dict(clients[3])
+    bad_shape[list(SHAPES)[1]] = np.zeros(7, np.float32)
+    replies = [_reply(c, p) for p, c in ((4, clients[4]), (3, bad_shape), (0, clients[0]), (1, nan_last), (2, clients[2]))]
+    strategy.aggregate_train(1, replies)
+    assert set(strategy.last_round["rejected"]) == {"1", "3"}
+    expected = np.stack([np.concatenate([(clients[p][k] - glob[k]).ravel() for k in SHAPES]) for p in (0, 2, 4)])
+    np.testing.assert_array_equal(spy.calls[0]["updates"].numpy(), expected.astype(np.float32))
+
 def test_without_weighing_the_rule_gets_no_weights(flower_task):
     rng = np.random.default_rng(34)
     strategy, spy, _ = _spy_strategy(rng, n=2, weigh_by_examples=False)
