@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 # Columns per block when accumulating the Gram matrix: bounds the float64 copy to
-# n × 2^18 × 8 bytes (100 MB for n = 50) whatever d is.
-_BLOCK = 1 << 18
+# n × 2^15 × 8 bytes (13 MB for n = 50) whatever d is. Blocks that fit the caches: MKL's
+# float64 product over (50, 3.5M) took 0.38 s in blocks of 2^15 columns against 0.92 s in
+# blocks of 2^18 (VM C, bench/aggregators.py).
+_BLOCK = 1 << 15
 
 
 def row_norms(rows: torch.Tensor) -> torch.Tensor:
@@ -49,8 +51,10 @@ def _lower_median(block: torch.Tensor) -> torch.Tensor:
 
 
 def _kth_smallest_numpy(block: torch.Tensor, k: int) -> torch.Tensor:
-    """Per column, the (k+1)-th smallest value of a CPU (n, b) block."""
-    return torch.from_numpy(np.partition(block.numpy(), k, axis=0)[k])
+    """Per column, the (k+1)-th smallest value of a CPU (n, b) block: partitioned along the
+    rows of a transposed copy, where each column's n values are contiguous (2.5–3× faster
+    than partitioning the strided columns in place, for n = 50)."""
+    return torch.from_numpy(np.partition(np.ascontiguousarray(block.numpy().T), k, axis=1)[:, k])
 
 
 def _kth_smallest_torch(block: torch.Tensor, k: int) -> torch.Tensor:
