@@ -24,8 +24,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# make bench (not in CI, ≈ 35 min on 2 cores): every benchmark, then bench/results.md
 bench: $(STAMP)
-	$(PY) bench/aggregators.py $(ARGS)
+	$(PY) bench/aggregators.py --json
+	$(PY) bench/overhead.py --json
+	$(PY) bench/overhead.py --json --tag quickstart --repeat 2 --set rounds=10 --set data.train_size=4000 --set data.test_size=2000
+	$(PY) bench/scale.py --json
+	$(PY) bench/deployment.py --json
+	$(PY) bench/report.py
 
 lab: $(STAMP)
 	@test -n "$(LAB)" && test -f labs/$(LAB)-*/run.sh || { echo "usage: make lab LAB=NN, NN one of: $$(cd labs && ls -d [0-9]*/ | cut -c1-2 | tr '\n' ' ')" >&2; exit 2; }

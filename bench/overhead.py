@@ -85,7 +85,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--json", action="store_true", help=f"also write {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    ap.add_argument("--json", action="store_true", help="also write bench/results/overhead.json")
+    ap.add_argument("--tag", default=None, help="with --json: write bench/results/overhead-TAG.json instead")
     args = ap.parse_args()
     cfg = load(Path(__file__).resolve().parents[1] / "configs" / "quickstart.toml", [*DEFAULTS, *args.set])
     if cfg.clients.per_round != cfg.clients.num:
@@ -118,8 +119,9 @@ def main() -> None:
     print(f"round 1 / steady round (federated): {out['federated_round1_s']:.1f} s / "
           f"{out['federated_steady_s']:.1f} s = {out['round1_over_steady']:.2f} (goal ≤ 1.3)")
     if args.json:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        path = RESULTS.with_name(f"overhead-{args.tag}.json") if args.tag else RESULTS
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""bench/results.md from the benchmarks' JSON files (bench/results/*.json) and the findings
+written by hand beside them (bench/findings.md): every figure with its goal, met or not.
+
+    python bench/report.py        (make bench runs every benchmark with --json, then this)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS, OUT, FINDINGS = HERE / "results", HERE / "results.md", HERE / "findings.md"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _goal(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def overhead(r: dict) -> list[str]:
+    return [
+        "## 1. Overhead: a federated run against a plain PyTorch loop",
+        "",
+        f"`python bench/overhead.py --repeat {r['repeat']}` — settings (later ones win): {', '.join(f'`{c}`' for c in r['config'])}; "
+        f"{r['date']}, {r['machine']}, load average at the end {r['load_average'][0]:.1f}. Medians of "
+        f"{r['repeat']} interleaved repeats.",
+        "",
+        "| figure | plain loop | federated (`fedsim run`) | ratio | goal |",
+        "|---|---|---|---|---|",
+        f"| whole run | {r['plain_s']:.1f} s | {r['federated_s']:.1f} s | {r['ratio']:.2f} | ≤ 1.10: {_goal(r['ratio'] <= 1.10)} |",
+        f"| round 1 | {r['plain_round1_s']:.1f} s | {r['federated_round1_s']:.1f} s | | |",
+        f"| steady round (median of rounds 2…) | {r['plain_steady_s']:.1f} s | {r['federated_steady_s']:.1f} s | | |",
+        f"| round 1 / steady round (federated) | | | {r['round1_over_steady']:.2f} | ≤ 1.3: {_goal(r['round1_over_steady'] <= 1.3)} |",
+        "",
+    ]
+
+
+def aggregators(r: dict) -> list[str]:
+    m = r["meta"]
+    lines = [
+        "## 2. Aggregators against Flower's built-in strategies",
+        "",
+        f"`python bench/aggregators.py --n {m['n']} --d {m['d']} --repeat {m['repeat']}` — f = {m['f']}, "
+        f"{m['arrays']} arrays per Flower reply, torch {m['torch']}, flwr {m['flwr']}, {m['cpus']} CPUs, load "
+        f"{m['load_before']:.1f} before / {m['load_after']:.1f} after. Median of {m['repeat']} runs each. "
+        + (f"Floor: one pass over the stacked updates (`x.sum(0)`) {m['floor_s']:.3f} s." if "floor_s" in m else ""),
+        "",
+        "| rule | ours | × floor | Flower | Flower's | Flower / ours | max abs diff | accepted | goal (≥ 5×) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        ratio = row["ratio"]
+        goal = _goal(ratio >= 5) if ratio is not None else ""
+        floor = f"{row['vs_floor']:.1f}" if row.get("vs_floor") is not None else ""
+        lines.append(
+            f"| {row['rule']} | {row['ours_s']:.3f} s | {floor} | {row['flower'] or ''} | "
+            + (f"{row['flower_s']:.3f} s | {ratio:.2f} | {row['max_abs_diff']:.1e}" if ratio is not None else " | | ")
+            + f" | {row['accepted']} | {goal} |")
+    return lines + [""]
+
+
+def scale(r: dict) -> list[str]:
+    rows = r["rows"]
+    lines = [
+        "## 3. Scale: clients that are not sampled",
+        "",
+        f"`python bench/scale.py` — {rows[0]['per_round']} clients sampled a round, "
+        f"{rows[0]['samples_per_client']} training samples a client, {rows[0]['rounds']} rounds, attack off; "
+        f"{r['date']}, {r['machine']}. Memory: the peak over the run of the memory summed over every process "
+        "of the run (PSS; RSS, which counts shared pages once per process, in brackets).",
+        "",
+        "| clients | round 1 | steady round | steady vs the smallest | round 1 / steady | whole run | peak memory | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        goals = []
+        if row["clients"] == 1000:
+            goals.append(f"< 4 GiB: {_goal(row['peak_pss_gib'] < 4)}")
+        if row["clients"] == 10000:
+            goals.append(f"< 6 GiB: {_goal(row['peak_pss_gib'] < 6)}")
+            goals.append(f"steady ≤ 1.1×: {_goal(row['steady_vs_first_size'] <= 1.1)}")
+        goals.append(f"round 1 ≤ 1.3×: {_goal(row['round1_vs_steady'] <= 1.3)}")
+        lines.append(
+            f"| {row['clients']:,} | {row['round1_s']:.1f} s | {row['steady_round_s']:.1f} s | "
+            f"{row['steady_vs_first_size']:.2f} | {row['round1_vs_steady']:.2f} | {row['run_s']:.0f} s | "
+            f"{row['peak_pss_gib']:.2f} GiB ({row['peak_rss_gib']:.2f}) | {'; '.join(goals)} |")
+    return lines + [""]
+
+
+def deployment(r: dict) -> list[str]:
+    return [
+        "## 4. Deployment Engine against simulation",
+        "",
+        f"`python bench/deployment.py --repeat {r['repeat']}` — config: {', '.join(f'`{c}`' for c in r['config'])} "
+        f"(quickstart otherwise); {r['date']}, {r['machine']}, load average at the end "
+        f"{r['load_average'][0]:.1f}. Medians of {r['repeat']} interleaved repeats; same CA and ASR in every "
+        f"round on both engines: {r['same_metrics']}.",
+        "",
+        "| engine | round 1 | steady round | whole command |",
+        "|---|---|---|---|",
+        f"| simulation (`fedsim run`) | {r['run_round1_s']:.1f} s | {r['run_steady_s']:.1f} s | {r['run_wall_s']:.0f} s |",
+        f"| Deployment Engine (`fedsim deploy`, local SuperNodes) | {r['deploy_round1_s']:.1f} s | "
+        f"{r['deploy_steady_s']:.1f} s | {r['deploy_wall_s']:.0f} s |",
+        f"| deployment / simulation, steady round | | {r['steady_ratio']:.2f} (goal ≤ 1.5: {_goal(r['steady_ratio'] <= 1.5)}) | |",
+        "",
+    ]
+
+
+def main() -> int:
+    parts = ["# Benchmarks", "",
+             "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs every benchmark, "
+             "then this); the findings at the end are written by hand. A figure missing below was not "
+             "measured.", ""]
+    for name, fn in (("overhead", overhead), ("aggregators", aggregators), ("scale", scale),
+                     ("deployment", deployment)):
+        data = _load(name)
+        parts += fn(data) if data else [f"## {name}", "", f"Not measured (no `bench/results/{name}.json`).", ""]
+        if name == "overhead":  # the same comparison at other sizes (overhead.py --tag)
+            for path in sorted(RESULTS.glob("overhead-*.json")):
+                parts += fn(json.loads(path.read_text()))[2:]
+    if FINDINGS.is_file():
+        parts += [FINDINGS.read_text().rstrip(), ""]
+    OUT.write_text("\n".join(parts))
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
