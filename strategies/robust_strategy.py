@@ -39,6 +39,10 @@ from strategies.inputs import inputs_of
 # received (the node's own memory did not survive the restart).
 NODE_MEMORY = "node-memory"
 
+# The train config's entry naming the partition a node trains this round, when the server
+# assigns partitions (``assign_partitions``) instead of asking the nodes for theirs.
+PARTITION_ID = "partition-id"
+
 # Updates with Σ num-examples above this are implausible for a simulated client and rejected.
 MAX_NUM_EXAMPLES = 10**7
 
@@ -68,6 +72,11 @@ class RobustStrategy(Strategy):
     the round before aggregation and may rewrite the malicious rows.
     ``num_partitions``: the nodes must hold exactly the partition ids 0..num_partitions − 1,
     one node each (checked before round 1).
+    ``assign_partitions``: instead of asking every node for its partition before round 1 (one
+    message per node), give partition i to the i-th node in node-id order and name it in each
+    train message (``PARTITION_ID``). For Flower's simulation, whose nodes are alike and whose
+    engine scans every pending message for every node (discovery costs O(nodes²) there: 288 s
+    at 10,000 nodes, bench/results.md); a deployment's nodes hold their own partitions.
     ``root_update_fn(global_state, round) -> (d,)``: for rules that take ``root_update``.
     ``embed_fn(global_state) -> embed``: for rules that take ``embed`` (``strategies.inputs``).
     ``round_config_fn(round) -> dict``: per-round entries added to the train config.
@@ -95,6 +104,7 @@ class RobustStrategy(Strategy):
         post_aggregate: PostAggregate | None = None,
         weigh_by_examples: bool = True,
         remember: Iterable[int] = (),
+        assign_partitions: bool = False,
     ) -> None:
         self.rule, self.params = rule, dict(params or {})
         self.num_partitions, self.per_round = num_partitions, per_round
@@ -103,6 +113,7 @@ class RobustStrategy(Strategy):
         self.adversary, self.root_update_fn, self.embed_fn = adversary, root_update_fn, embed_fn
         self.round_config_fn, self.post_aggregate = round_config_fn, post_aggregate
         self.weigh_by_examples = weigh_by_examples
+        self.assign_partitions = assign_partitions
         self._wants = inputs_of(rule)
         if "root_update" in self._wants and root_update_fn is None:
             raise ValueError(f"{rule.__name__} takes root_update: pass root_update_fn")
@@ -150,7 +161,7 @@ class RobustStrategy(Strategy):
         t0 = time.perf_counter()
         server_round += self.rounds_done
         if not self.node_of:
-            self.node_of = self._discover(grid)
+            self.node_of = self._assign(grid) if self.assign_partitions else self._discover(grid)
         partitions = sorted(self.node_of)
         rng = np.random.default_rng([self.seed, server_round])
         chosen = sorted(rng.choice(partitions, size=min(self.per_round, len(partitions)), replace=False).tolist())
@@ -160,18 +171,19 @@ class RobustStrategy(Strategy):
         cfg["server-round"] = server_round
         for k, v in (self.round_config_fn(server_round) if self.round_config_fn else {}).items():
             cfg[k] = v
-        content = RecordDict({"arrays": arrays, "config": cfg})
         bytes_down = arrays.count_bytes() * len(chosen)
         self.last_round = {"round": server_round, "t0": t0, "participants": chosen, "bytes_down": bytes_down}
         messages = []
         for p in chosen:
-            node_content = content
+            records = {"arrays": arrays, "config": cfg}
+            if self.assign_partitions:
+                records["config"] = ConfigRecord({**cfg, PARTITION_ID: p})
             if p in self._restore:
                 # not protocol traffic but the simulation restoring a node's memory: not in bytes_down
-                node_content = RecordDict({"arrays": arrays, "config": cfg, NODE_MEMORY: self._restore.pop(p)})
+                records[NODE_MEMORY] = self._restore.pop(p)
             if p in self.remember:
                 self.last_sent[p] = arrays
-            messages.append(Message(content=node_content, dst_node_id=self.node_of[p], message_type=MessageType.TRAIN))
+            messages.append(Message(content=RecordDict(records), dst_node_id=self.node_of[p], message_type=MessageType.TRAIN))
         return messages
 
     def aggregate_train(
@@ -301,6 +313,15 @@ class RobustStrategy(Strategy):
         return None
 
     # -- helpers ---------------------------------------------------------------------------
+    def _assign(self, grid: Grid) -> dict[int, int]:
+        """Partition i → the i-th node id in ascending order; RuntimeError unless there is
+        exactly one node per partition."""
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) != self.num_partitions:
+            raise RuntimeError(f"partition assignment: {len(node_ids)} nodes for num_partitions="
+                               f"{self.num_partitions}; one node per partition id 0..{self.num_partitions - 1}")
+        return dict(enumerate(node_ids))
+
     def _discover(self, grid: Grid) -> dict[int, int]:
         """Ask every node for its partition id (the server cannot see the mapping). Anything but
         exactly one node for each of 0..num_partitions − 1 is a RuntimeError: a node outside

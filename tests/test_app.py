@@ -144,3 +144,36 @@ def test_a_neurotoxin_node_masks_with_the_last_change_of_the_global_model_it_saw
     client = build_client(cfg, cfg.model_dump_json(), 0, last_globals)
     assert torch.equal(client.step_mask, neurotoxin_mask(flatten(second) - flatten(first), k_percent=10.0))
     assert build_client(cfg, cfg.model_dump_json(), 1, last_globals).__class__ is not MaliciousClient
+
+
+def test_the_client_app_trains_the_partition_the_server_assigned_else_its_own(flower_task):
+    """Flower's simulation: the server names the partition in the train message and the node's
+    own ``partition-id`` is not what it trains; a deployment's message names none and the node
+    trains its own. Partitions 1 and 3 hold different data, so the updates differ too."""
+    from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+
+    from fedsim.app.client_app import CONFIG_KEY, client_train
+    from fedsim.records import to_array_record
+    from strategies.robust_strategy import PARTITION_ID
+
+    cfg = _cfg("model.init='scratch'", "attack.enabled=false")
+    arrays = to_array_record(float_state(build_client(cfg, cfg.model_dump_json(), 1).model))
+
+    def train(node_partition, assigned=None):
+        config = {CONFIG_KEY: cfg.model_dump_json(), "server-round": 1, "lr": 1e-3}
+        if assigned is not None:
+            config[PARTITION_ID] = assigned
+        msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord(config)}), dst_node_id=0,
+                      message_type=MessageType.TRAIN)
+        context = Context(run_id=1, node_id=0, node_config={"partition-id": node_partition}, state=RecordDict(),
+                          run_config={})
+        reply = client_train(msg, context)
+        return reply.content.metric_records["metrics"]["partition-id"], flatten(
+            {k: torch.from_numpy(a.numpy()) for k, a in reply.content.array_records["arrays"].items()})
+
+    pid, assigned = train(node_partition=3, assigned=1)
+    assert pid == 1
+    own_pid, own = train(node_partition=1)
+    assert own_pid == 1 and torch.equal(assigned, own)
+    other_pid, other = train(node_partition=3)
+    assert other_pid == 3 and not torch.equal(other, own)

@@ -411,3 +411,50 @@ def test_summary_logs_the_rule_its_parameters_and_the_round_size(monkeypatch):
     assert [level for level, _ in lines] == [rs.INFO, rs.INFO]
     assert lines[0][1] == "\t├──> rule: krum {'f': 2}"
     assert lines[1][1] == "\t└──> 7 clients per round, server lr 0.5"
+
+
+# --------------------------------------------------------------------------- assigned partitions
+class SilentGrid:
+    """Nodes that must not be asked anything: ``send_and_receive`` fails the test."""
+
+    def __init__(self, node_ids):
+        self.node_ids = node_ids
+
+    def get_node_ids(self):
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages, timeout=None):
+        raise AssertionError("assign_partitions must not message the nodes before round 1")
+
+
+def test_assigned_partitions_go_to_the_nodes_in_id_order_with_no_query_and_name_the_partition(flower_task):
+    from strategies.robust_strategy import PARTITION_ID
+
+    rng = np.random.default_rng(40)
+    nodes = [907, 12, 555, 3_000_000_000, 48]  # as Flower draws them: unordered, any size
+    strategy = RobustStrategy(fedavg, num_partitions=5, per_round=3, seed=7, assign_partitions=True)
+    msgs = list(strategy.configure_train(1, _record(_state(rng)), ConfigRecord({"x": 1}), SilentGrid(nodes)))
+    assert strategy.node_of == {0: 12, 1: 48, 2: 555, 3: 907, 4: 3_000_000_000}
+    # the same partitions as discovery would sample (the sampling is over partition ids)
+    discovered = RobustStrategy(fedavg, num_partitions=5, per_round=3, seed=7)
+    expected = sorted(m.metadata.dst_node_id - 100 for m in _start(discovered, 5, _state(rng)))
+    got = sorted(m.content.config_records["config"][PARTITION_ID] for m in msgs)
+    assert got == expected
+    for m in msgs:
+        p = m.content.config_records["config"][PARTITION_ID]
+        assert m.metadata.dst_node_id == strategy.node_of[p]
+        assert m.content.config_records["config"]["x"] == 1
+    # without assignment the messages name no partition (a deployment's node holds its own)
+    assert all(PARTITION_ID not in m.content.config_records["config"] for m in _start(discovered, 5, _state(rng)))
+    # a reply must still carry the partition its node was given
+    replies = [make_reply(_state(rng), {"num-examples": 1, "partition-id": (p + 1) % 5 if i == 0 else p},
+                          strategy.node_of[p])
+               for i, p in enumerate(got)]
+    strategy.aggregate_train(1, replies)
+    assert list(strategy.last_round["rejected"]) == [str(got[0])]
+
+
+def test_assigned_partitions_need_one_node_per_partition(flower_task):
+    strategy = RobustStrategy(fedavg, num_partitions=4, per_round=2, seed=0, assign_partitions=True)
+    with pytest.raises(RuntimeError, match=r"3 nodes for num_partitions=4"):
+        strategy.configure_train(1, _record(_state(np.random.default_rng(41))), ConfigRecord(), SilentGrid([5, 6, 7]))

@@ -275,9 +275,11 @@ def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable
     return step
 
 
-def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None) -> RobustStrategy:
+def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None, *,
+                   assign_partitions: bool = False) -> RobustStrategy:
     """The rule of ``strategy.name`` in the Flower strategy, with the inputs it declares, and
-    the server-side step ``post_aggregate``."""
+    the server-side step ``post_aggregate``; ``assign_partitions``: the server gives the nodes
+    their partitions (Flower's simulation) instead of asking them."""
     rule = RULES[cfg.strategy.name]
     wants = inputs_of(rule)
     return RobustStrategy(
@@ -296,6 +298,7 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None) -> 
         post_aggregate=post_aggregate,
         # Neurotoxin's attacker node remembers the global models it received (its mask)
         remember=cfg.malicious if cfg.attack.update.name == "neurotoxin" else (),
+        assign_partitions=assign_partitions,
     )
 
 
@@ -345,7 +348,7 @@ class Server:
     evaluate: Callable[[ArrayRecord], dict]
 
 
-def build_server(cfg: Config, *, log=print) -> Server:
+def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> Server:
     model, preprocess, tokenizer = make_model(cfg, seed=cfg.seed, pretrained=cfg.model.pretrained)
     if cfg.model.init == "warm":
         warm = warm_start(cfg, log=log)
@@ -363,7 +366,7 @@ def build_server(cfg: Config, *, log=print) -> Server:
 
     step = (cleanclip_step(cfg, model, preprocess, tokenizer, evaluator)
             if cfg.defense.cleanclip.enabled else None)
-    return Server(cfg, initial, build_strategy(cfg, step), evaluate)
+    return Server(cfg, initial, build_strategy(cfg, step, assign_partitions=assign_partitions), evaluate)
 
 
 # -- config checks that need the registries ----------------------------------------------------

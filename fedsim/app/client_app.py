@@ -18,7 +18,7 @@ from clients.honest import LocalSetup
 from fedsim.app.build import build_client, client_seed, fault_of
 from fedsim.config import Config
 from fedsim.records import from_array_record, to_array_record
-from strategies.robust_strategy import NODE_MEMORY
+from strategies.robust_strategy import NODE_MEMORY, PARTITION_ID
 
 CONFIG_KEY = "fedsim-config"
 # What a Neurotoxin attacker's node remembers between rounds (Flower context state).
@@ -59,7 +59,8 @@ def client_train(msg: Message, context: Context) -> Message:
     config_json = str(config[CONFIG_KEY])
     cfg = Config.model_validate_json(config_json)
     torch.set_num_threads(cfg.resources.client_threads)
-    pid = int(context.node_config["partition-id"])
+    # the partition the server assigned (simulation), else the node's own (deployment)
+    pid = int(config[PARTITION_ID]) if PARTITION_ID in config else int(context.node_config["partition-id"])
     server_round = int(config["server-round"])
     fault = fault_of(cfg, server_round, pid)
     if fault == "crash":

@@ -21,12 +21,13 @@ from fedsim.report import DEPLOY_DIR, RunDirectory, RunDirectoryError, new_run_d
 
 
 def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
-               resume: dict | None = None) -> dict:
+               resume: dict | None = None, assign_partitions: bool = False) -> dict:
     """Train ``cfg.rounds`` rounds on ``grid``; write each round to ``run_dir`` as soon as it
     is evaluated, and after it the checkpoint (``CHECKPOINT``) to resume from. With ``resume``
     (a checkpoint) it continues after that checkpoint's round instead. Returns the initial
-    model's metrics."""
-    server = build_server(cfg, log=log)
+    model's metrics. ``assign_partitions``: Flower's simulation, whose nodes are given their
+    partitions rather than asked for them (``RobustStrategy``)."""
+    server = build_server(cfg, log=log, assign_partitions=assign_partitions)
     if server.cfg is not cfg:
         run_dir.write_config(server.cfg.to_toml())
         log("optimised the BadCLIP patch; its pixels are in config.toml")
@@ -161,7 +162,7 @@ def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: di
         if result is not None:
             result["thread"] = threading.current_thread()
         initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir,
-                             log=log, resume=resume)
+                             log=log, resume=resume, assign_partitions=True)
         if result is not None:
             result["initial"] = initial
 
