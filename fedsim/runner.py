@@ -218,6 +218,18 @@ def disconnect_ray() -> None:
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def alone_in(path: Path, prefix: str = ""):
+    """``report.exclusive(path)``, its refusal (another fedsim process works there) as a
+    ConfigError: exit 2, nothing started."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(path))
+        except RunDirectoryError as e:
+            raise ConfigError(f"{prefix}{e}") from None
+        yield
+
+
 def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: bool = False, log=None,
         resume: dict | None = None, ray_address: str | None = None) -> dict:
     """Run ``cfg``; return the summary (also written to ``OUT/summary.json``). Its ``status``
@@ -228,11 +240,7 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
     in place of ``resources.ray_address`` (a sweep's shared cluster; the config is unchanged). Raises
     ConfigError when another fedsim process works in the same directory."""
     run_dir = out if isinstance(out, RunDirectory) else prepare_out(out, cfg)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(exclusive(run_dir.path))
-        except RunDirectoryError as e:
-            raise ConfigError(f"--out {e}") from None
+    with alone_in(run_dir.path, "--out "):
         return _run(cfg, run_dir, verbose=verbose, log=log, resume=resume, ray_address=ray_address)
 
 
@@ -346,11 +354,7 @@ def resume(run_dir: str | Path, *, verbose: bool = False, log=None, ray_address:
         raise ConfigError(f"{str(path / CHECKPOINT)!r} is not a fedsim checkpoint: {describe(e)}") from None
     if not 1 <= done <= cfg.rounds:
         raise ConfigError(f"{str(path / CHECKPOINT)!r} is of round {done}; the config has rounds={cfg.rounds}")
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(exclusive(path))
-        except RunDirectoryError as e:
-            raise ConfigError(str(e)) from None
+    with alone_in(path):
         end_leftover_session(path)  # only now: the session of a live run is not a leftover
         run_dir = RunDirectory(path)
         run_dir.keep_rounds(done)
