@@ -23,13 +23,17 @@ def _goal(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def overhead(r: dict) -> list[str]:
+def _how(script: str, r: dict) -> str:
+    """How a comparison of interleaved repeats was run: command, settings, date, machine, load."""
+    return (f"`python bench/{script} --repeat {r['repeat']}` — `configs/quickstart.toml` with (later ones win) "
+            f"{', '.join(f'`{c}`' for c in r['config'])}; {r['date']}, {r['machine']}, load average at the "
+            f"end {r['load_average'][0]:.1f}. Medians of {r['repeat']} interleaved repeats")
+
+
+def overhead(r: dict, heading: bool = True) -> list[str]:
     return [
-        "## 1. Overhead: a federated run against a plain PyTorch loop",
-        "",
-        f"`python bench/overhead.py --repeat {r['repeat']}` — settings (later ones win): {', '.join(f'`{c}`' for c in r['config'])}; "
-        f"{r['date']}, {r['machine']}, load average at the end {r['load_average'][0]:.1f}. Medians of "
-        f"{r['repeat']} interleaved repeats.",
+        *(["## 1. Overhead: a federated run against a plain PyTorch loop", ""] if heading else []),
+        _how("overhead.py", r) + ".",
         "",
         "| figure | plain loop | federated (`fedsim run`) | ratio | goal |",
         "|---|---|---|---|---|",
@@ -97,10 +101,7 @@ def deployment(r: dict) -> list[str]:
     return [
         "## 4. Deployment Engine against simulation",
         "",
-        f"`python bench/deployment.py --repeat {r['repeat']}` — config: {', '.join(f'`{c}`' for c in r['config'])} "
-        f"(quickstart otherwise); {r['date']}, {r['machine']}, load average at the end "
-        f"{r['load_average'][0]:.1f}. Medians of {r['repeat']} interleaved repeats; same CA and ASR in every "
-        f"round on both engines: {r['same_metrics']}.",
+        _how("deployment.py", r) + f"; same CA and ASR in every round on both engines: {r['same_metrics']}.",
         "",
         "| engine | round 1 | steady round | whole command |",
         "|---|---|---|---|",
@@ -123,7 +124,7 @@ def main() -> int:
         parts += fn(data) if data else [f"## {name}", "", f"Not measured (no `bench/results/{name}.json`).", ""]
         if name == "overhead":  # the same comparison at other sizes (overhead.py --tag)
             for path in sorted(RESULTS.glob("overhead-*.json")):
-                parts += fn(json.loads(path.read_text()))[2:]
+                parts += overhead(json.loads(path.read_text()), heading=False)
     if FINDINGS.is_file():
         parts += [FINDINGS.read_text().rstrip(), ""]
     OUT.write_text("\n".join(parts))
