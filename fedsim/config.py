@@ -25,6 +25,7 @@ from fedsim.data import (
     SHAPES,
     ZERO_SHOT_TEMPLATES,
     DataError,
+    check_images,
     load_split,
     open_dataset,
     sample,
@@ -47,7 +48,10 @@ MIN_CLIENT_SAMPLES = 2
 class _Section(BaseModel):
     # strict: a string, a bool or a float is never silently taken for an int or a bool
     # (``rounds = "3"``, ``enabled = 1`` are errors); an int is accepted where a float is due.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    # allow_inf_nan=False: every float field is finite. TOML reads ``inf`` and ``nan``, but the
+    # config reaches the clients as JSON, where both become ``null`` (every client then failed
+    # to re-validate it, after the run had started).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -544,6 +548,8 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     """A TOML file; ``extends = "other.toml"`` (relative to it) starts from that file, with
     this file's tables merged over it key by key. ``data.path``, ``eval.path`` and
     ``model.pretrained`` are relative to the file that sets them."""
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a folder, not a TOML file; name a .toml file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     if p.resolve() in seen:
@@ -561,6 +567,13 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
         return raw
     if not isinstance(base, str):
         raise ConfigError(f"{p}: extends={base!r} must be a path to another TOML file")
+    target = p.parent / base
+    if not target.is_file():
+        what = "is a folder, not a TOML file" if target.is_dir() else "does not exist"
+        raise ConfigError(
+            f"{p}: extends={base!r} ({target}) {what}; allowed: a path to another TOML file, "
+            "relative to this one"
+        )
     return _merge(_read(p.parent / base, seen + (p.resolve(),)), raw)
 
 
@@ -657,7 +670,10 @@ def check_data(cfg: Config) -> None:
     partition and for label-consistent poisoning, class names for the evaluation, the attack
     target among them. Whether a partition gives every client ``MIN_CLIENT_SAMPLES`` samples
     (and, for "pathological", exactly k classes) can depend on its draws, so draw it here from
-    the same labels, seed and minimum as the clients (``client_parts``)."""
+    the same labels, seed and minimum as the clients (``client_parts``). Last, as the slowest
+    check, every image the run will read (training, root and evaluation views) is decoded
+    (``check_images``, cached across runs), so that a truncated file fails here and not in a
+    client that would then fail every round."""
     d, a = cfg.data, cfg.attack
     by_label = PARTITIONS[d.partition].by_label
     if d.name == "shapes":
@@ -670,7 +686,7 @@ def check_data(cfg: Config) -> None:
                 f"model.init='warm' pretrains on generated shapes, not data.name={d.name!r}; "
                 "set model.init = \"scratch\""
             ]))
-        train, _ = _opened("data", lambda: source_splits(cfg))
+        train, root = _opened("data", lambda: source_splits(cfg))
         if cfg.clients.num > len(train) // MIN_CLIENT_SAMPLES:
             raise ConfigError(invalid([
                 f"clients.num={cfg.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
@@ -722,6 +738,10 @@ def check_data(cfg: Config) -> None:
             f"data.partition={d.partition!r}{params} cannot split {size} over clients.num={cfg.clients.num} "
             f"clients with {MIN_CLIENT_SAMPLES}+ samples each (seed={cfg.seed}): {e}"
         ])) from None
+    if d.name != "shapes":
+        _opened("data", lambda: check_images(train, root))
+    if index is not None:
+        _opened("eval", lambda: check_images(index))
 
 
 def check_model(cfg: Config) -> None:
@@ -743,14 +763,32 @@ def read_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
     return apply_overrides(raw, overrides)
 
 
+def _floats(node, prefix: str = ""):
+    """(dotted key, value) of every float in a raw config table, lists and nested tables included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{prefix}.{key}" if isinstance(node, dict) and prefix else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, float):
+            yield where, value
+        else:
+            yield from _floats(value, where)
+
+
 def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] = ()) -> Config:
     """Validate a raw config table (types strictly, ranges, the partition's feasibility, then
     ``extra_checks``). A ``[sweep]`` table (the grid of ``fedsim sweep``) is not part of one
     run's config and is left out. Raises ConfigError with every problem found: pydantic's
     field errors all at once; when the fields are valid, every check runs and each one's
     problem is listed (a check stops at its own first problem)."""
+    raw = {k: v for k, v in raw.items() if k != "sweep"}
+    infinite = [f"{key}={value!r}: not a finite number; allowed: a finite number"
+                for key, value in _floats(raw) if not np.isfinite(value)]
+    if infinite:
+        # the typed fields refuse them too; this also covers the free-form ``params`` tables
+        # of every family, which reach the clients as JSON (where inf and nan become null)
+        raise ConfigError(invalid(infinite))
     try:
-        cfg = Config.model_validate({k: v for k, v in raw.items() if k != "sweep"})
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
     problems: list[str] = []

@@ -165,3 +165,54 @@ def test_client_cpus_beyond_what_ray_may_use_is_refused(monkeypatch):
         runner.load(None, ["resources.client_cpus=3"])
     # total_cpus may exceed the cores (Ray counts logical CPUs)
     assert runner.load(None, ["resources.client_cpus=4", "resources.total_cpus=8"]).resources.client_cpus == 4.0
+
+
+def _float_fields(model=Config, prefix=""):
+    """Dotted names of every float field of the config model (``float`` or ``float | None``),
+    found by walking the pydantic sections, so a field added later is covered too."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, info in model.model_fields.items():
+        kinds = typing.get_args(info.annotation) or (info.annotation,)
+        section = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if section is not None:
+            yield from _float_fields(section, f"{prefix}{name}.")
+        elif float in kinds:
+            yield f"{prefix}{name}"
+
+
+FLOAT_FIELDS = sorted(_float_fields())
+
+
+def test_the_walk_finds_the_float_fields_the_black_box_test_broke():
+    for field in ("clients.lr", "clients.weight_decay", "strategy.server_lr", "model.pretrain_lr",
+                  "defense.cleanclip.lr", "faults.round_timeout_s", "simclr.temperature", "data.alpha",
+                  "attack.update.pgd_eps"):
+        assert field in FLOAT_FIELDS, field
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_every_float_field_refuses_non_finite_values_before_start(field, value):
+    # inf used to pass validation: the config reaches the clients as JSON, where inf becomes
+    # null, and every client failed to re-validate it after Ray had started.
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{field}={value}"])
+    assert f"{field}={value}" in str(e.value) and "finite" in str(e.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("strategy.params={beta=inf}", "strategy.params.beta=inf"),
+    ("attack.data.trigger.params={alpha=-inf}", "attack.data.trigger.params.alpha=-inf"),
+    ("data.params={weights=[1.0, nan]}", "data.params.weights[1]=nan"),
+])
+def test_free_form_params_refuse_non_finite_values_by_their_full_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value)
+
+
+def test_finite_floats_still_pass():
+    assert load_config(None, ["clients.lr=1e-3", "faults.round_timeout_s=1e9"]).clients.lr == 1e-3

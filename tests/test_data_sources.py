@@ -472,8 +472,8 @@ def test_registry_and_unknown_names():
     [
         ("cifar10", "split, seed, templates"),
         ("cifar100", "split, seed, templates"),
-        ("csv", "image_column, caption_column, separator, label_column"),
-        ("coco", "image_dir, captions_per_image"),
+        ("csv", "image_column, caption_column, separator, label_column, allow_outside_root"),
+        ("coco", "image_dir, captions_per_image, allow_outside_root"),
         ("webdataset", "image_extensions, caption_extension"),
         ("imagefolder", "templates, seed"),
     ],
@@ -544,3 +544,56 @@ def test_in_memory_type_has_the_shapes_api(tmp_path):
         ImageCaptionData(images=batch.images, captions=("x",), labels=None)
     with pytest.raises(ValueError, match="image_size=0 must be a positive int"):
         open_dataset("csv", tmp_path / "c.csv").materialize(0)
+
+
+class _Payload:
+    """A pickle that calls ``os.system`` while it is loaded (a ``__reduce__`` payload)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("victim", ["batches.meta", "data_batch_2", "test_batch"])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_pickle_payload_in_a_cifar_file_never_runs(tmp_path, victim, protocol):
+    write_cifar(tmp_path, "cifar10", np.random.default_rng(6))
+    marker = tmp_path / "ran"
+    with open(tmp_path / "cifar-10-batches-py" / victim, "wb") as f:
+        pickle.dump({b"label_names": [b"a"], b"data": _Payload(marker), b"labels": [0]}, f, protocol=protocol)
+    with pytest.raises(DataError, match=rf"{victim} is not a CIFAR python batch .*posix.system|{victim} .*system"):
+        open_dataset("cifar10", tmp_path, split="test" if victim == "test_batch" else "train")
+    assert not marker.exists()
+
+
+def test_a_payload_in_a_cifar_file_is_refused_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    write_cifar(tmp_path, "cifar10", np.random.default_rng(7))
+    marker = tmp_path / "ran"
+    dump({b"label_names": _Payload(marker)}, tmp_path / "cifar-10-batches-py" / "batches.meta")
+    (tmp_path / "c.toml").write_text(
+        f'[data]\nname = "cifar10"\npath = "{tmp_path}"\ntrain_size = 20\ntest_size = 20\nroot_size = 0\n'
+        '[model]\ninit = "scratch"\n[clients]\nnum = 2\nper_round = 2\n[attack]\nenabled = false\n'
+    )
+    proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "validate", str(tmp_path / "c.toml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "batches.meta" in proc.stderr and "refused" in proc.stderr, proc.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_pickled_with_any_protocol_still_load(tmp_path, protocol):
+    written = write_cifar(tmp_path, "cifar10", np.random.default_rng(8))
+    folder = tmp_path / "cifar-10-batches-py"
+    data, labels = written["test"]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": labels}, f, protocol=protocol)
+    index = open_dataset("cifar10", tmp_path, split="test")
+    assert index.labels.tolist() == labels
+    assert torch.equal(index.materialize(32).images, torch.from_numpy(data.reshape(-1, 3, 32, 32)))

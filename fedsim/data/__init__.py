@@ -1,7 +1,7 @@
 """Datasets and partitioners (``PARTITIONS``). ``load_split`` is the one factory from a config to
 generated data, ``open_dataset`` to a real one."""
 
-from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex, ImageCaptions
+from fedsim.data.base import DataError, ImageCaptionData, ImageCaptionIndex, ImageCaptions, check_images
 from fedsim.data.partition import PARTITIONS, Partitioner, dirichlet, iid, pathological, quantity_skew, sample
 from fedsim.data.shapes import (
     COLORS,
@@ -40,6 +40,7 @@ __all__ = [
     "ZERO_SHOT_TEMPLATES",
     "ShapesData",
     "caption_for",
+    "check_images",
     "dirichlet",
     "generate",
     "iid",

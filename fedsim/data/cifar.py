@@ -8,6 +8,10 @@ Each image gets one caption: a template of CLIP's CIFAR prompts (``CIFAR_TEMPLAT
 from ``seed``, filled with its class name (CIFAR-100's fine labels; ``_`` in a class name
 becomes a space). The 32×32 pixels are held in memory (150 MB for a training split), so
 ``materialize(32)`` returns the dataset's bytes unchanged.
+
+The files are pickles and a data folder is untrusted: they are read with ``BatchUnpickler``,
+which builds only what the format holds (dicts, lists, bytes, str, numbers and numpy arrays)
+and refuses every other global a pickle names, so a payload in a batch never runs.
 """
 
 from __future__ import annotations
@@ -75,16 +79,54 @@ class ArrayImages:
     def where(self, row: int) -> str:
         return f"{self.source}, sample {row}"
 
+    def origin(self, row: int) -> None:
+        # the pixels were read (and their shape checked) when the batch loaded: there is no
+        # file per image for ``check_images`` to decode
+        return None
+
+
+# The globals a CIFAR batch may name: numpy's array and dtype rebuilders (under numpy 1's and
+# numpy 2's module names; ``_frombuffer`` is pickle protocol 5's), and ``_codecs.encode``, with
+# which Python 3's protocol 2 writes bytes. None of them runs anything but a constructor.
+SAFE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler for the CIFAR python format only: ``find_class`` admits ``SAFE_GLOBALS``
+    and refuses any other global (``os.system``, ``builtins.eval``, ...) before it is looked
+    up, so nothing a pickle names beyond array construction is ever called. The standard
+    unpickler (torchvision's) runs whatever a ``__reduce__`` payload names."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR batch never holds (refused, not run; "
+                "allowed: dicts, lists, bytes, str, numbers and numpy arrays)"
+            )
+        if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
+            # numpy 2 renamed numpy.core to numpy._core and warns on the old name
+            module = "numpy._core." + module.removeprefix("numpy.core.")
+        return super().find_class(module, name)
+
 
 def _unpickle(path: str, keys: tuple[bytes, ...]) -> dict:
     # The CIFAR python version exists only as pickled dicts, so reading it needs pickle (as
-    # torchvision does); pickle can run code while loading, so only point this at files you
-    # trust.
+    # torchvision does), restricted to what the format holds (BatchUnpickler).
     if not os.path.isfile(path):
         raise DataError(f"{path} is missing; {_ARCHIVE_HINT}")
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = BatchUnpickler(f, encoding="bytes").load()
     except _NOT_A_BATCH as exc:
         raise DataError(f"{path} is not a CIFAR python batch ({exc}); {_ARCHIVE_HINT}") from exc
     if not isinstance(batch, dict):

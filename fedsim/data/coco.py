@@ -8,6 +8,10 @@ caption COCO has, as retrieval evaluation and CLIP fine-tuning on COCO use them;
 ``"first"`` keeps one sample per image with its first caption in file order, so that no image
 appears twice in a batch. Samples follow the order of ``images``, an image's captions the
 order of ``annotations``; images without a caption are left out.
+
+Each ``file_name`` must be a path relative to ``image_dir`` that stays inside it (no ``../``,
+no absolute path) unless ``allow_outside_root = true``, so that an annotation file from
+elsewhere cannot make a run read files outside its image folder.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import json
 import os
 from dataclasses import dataclass
 
-from fedsim.data.base import DataError, FileImages, ImageCaptionIndex, parse_params
+import numpy as np
+
+from fedsim.data.base import DataError, FileImages, ImageCaptionIndex, check_flag, inside_root, parse_params
 
 CAPTIONS_PER_IMAGE = ("all", "first")
 
@@ -25,6 +31,7 @@ CAPTIONS_PER_IMAGE = ("all", "first")
 class CocoParams:
     image_dir: str | None = None
     captions_per_image: str = "all"
+    allow_outside_root: bool = False
 
 
 def _fields(path: str, entry, what: str, i: int, fields: tuple[str, ...]):
@@ -46,6 +53,7 @@ def open_coco(path, **params) -> ImageCaptionIndex:
             f"coco: captions_per_image={p.captions_per_image!r} is unknown; "
             f"allowed: {', '.join(CAPTIONS_PER_IMAGE)}"
         )
+    allow_outside = check_flag("coco", "allow_outside_root", p.allow_outside_root)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(
@@ -63,10 +71,22 @@ def open_coco(path, **params) -> ImageCaptionIndex:
         found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise DataError(f"coco: {path} needs lists 'images' and 'annotations' (found: {found})")
 
-    file_of = {}
+    file_of, entry_of = {}, {}
     for i, entry in enumerate(doc["images"]):
         image_id, file_name = _fields(path, entry, "images", i, ("id", "file_name"))
+        if not isinstance(file_name, str) or not file_name:
+            raise DataError(
+                f"coco: {path} images[{i}] has file_name={file_name!r}; put the image's path "
+                "relative to image_dir (a non-empty string) there"
+            )
+        if not allow_outside and not inside_root(file_name):
+            raise DataError(
+                f"coco: {path} images[{i}] has file_name={file_name!r}, outside image_dir {image_dir}; "
+                "allowed: a path relative to image_dir that stays inside it (move the image there), "
+                "or set allow_outside_root = true in the source's params"
+            )
         file_of[image_id] = file_name
+        entry_of[image_id] = i
     captions_of: dict = {image_id: [] for image_id in file_of}
     for i, entry in enumerate(doc["annotations"]):
         image_id, caption = _fields(path, entry, "annotations", i, ("image_id", "caption"))
@@ -78,13 +98,16 @@ def open_coco(path, **params) -> ImageCaptionIndex:
             )
         captions_of[image_id].append(caption)
     keep = None if p.captions_per_image == "all" else 1
-    files, captions = [], []
+    files, captions, entries = [], [], []
     for image_id, texts in captions_of.items():
         for caption in texts[:keep]:
             files.append(file_of[image_id])
             captions.append(caption)
+            entries.append(entry_of[image_id])
     if not files:
         raise DataError(f"coco: {path} has no captioned image; put a COCO captions JSON with annotations there")
     source = f"coco {path}"
-    images = FileImages(image_dir, tuple(files), source)
+    images = FileImages(
+        image_dir, tuple(files), source, listed_at=np.asarray(entries, dtype=np.int64), listing="images[{}]"
+    )
     return ImageCaptionIndex(source=source, captions=captions, images=images)

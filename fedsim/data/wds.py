@@ -55,6 +55,11 @@ class TarImages:
             f.seek(int(self.offset[row]))
             return Image.open(io.BytesIO(f.read(int(self.size[row]))))
 
+    def origin(self, row: int) -> tuple[str, str]:
+        # a key names one sample of its shard, so the shard's path, size and mtime with the
+        # key say whether this image was decoded before
+        return os.path.abspath(self.shards[self.shard[row]]), self.keys[row]
+
     def where(self, row: int) -> str:
         return f"{self.source}, sample {row}: key {self.keys[row]!r} in shard {self.shards[self.shard[row]]}"
 
