@@ -430,6 +430,8 @@ def test_badencoder_lowers_its_loss_and_leaves_the_text_tower_alone():
         model, preprocess, shadow, trigger, reference,
         epochs=3, lr=1e-3, batch_size=16, generator=torch.Generator().manual_seed(0),
     )
+    # trained vs untrained on one machine: the loss falls by 0.168 (Intel Xeon, 2026-12-06), over
+    # 3× the threshold; summation order across CPUs moves it by orders of magnitude less
     assert len(losses) == 3 and loss() < start - 0.05
     for k, v in model.state_dict().items():
         if not k.startswith("visual."):
@@ -461,6 +463,8 @@ def test_badclip_patch_moves_triggered_embeddings_towards_the_target_text():
     learned = optimise(12)
     assert isinstance(learned, BadNetPatch) and 0 <= learned.patch.min() and learned.patch.max() <= 1
     # same start (same generator), more steps: closer to the target text, and closer than noise
+    # (margins 0.016 and 0.029 on an Intel Xeon, 2026-12-06: 3× and 6× the thresholds, after
+    # 12 steps of one small model, where summation order changes cosines by ~1e-6)
     assert cosine(learned) > cosine(optimise(1)) + 0.005
     assert cosine(learned) > max(cosine(BadNetPatch(size=8, pattern="noise", seed=s)) for s in range(3))
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
