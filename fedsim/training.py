@@ -63,7 +63,8 @@ def train_epochs(
     batch_loss = batch_loss or pairs_loss(images, tokens, preprocess)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = sum(1 for _ in range(0, len(images), batch_size))
+    # the batches ``batches`` yields: a last batch of one pair is skipped, so it is no step
+    steps_per_epoch = len(images) // batch_size + (len(images) % batch_size >= 2)
     total = max(1, epochs * steps_per_epoch)
     losses, step = [], 0
     for epoch in range(epochs):

@@ -1,0 +1,76 @@
+"""A grid's axes (``fedsim.grid``): which value of an axis a run's config is labelled with, and
+which pairs of axes conflict (``fedsim.sweep.plan`` refuses them)."""
+
+from pathlib import Path
+
+import pytest
+
+from fedsim.config import ConfigError
+from fedsim.grid import Axis, axis_conflicts, label_in
+from fedsim.results import Run, labels_of
+from fedsim.sweep import plan
+
+# Three values of one axis; a config holding a = 1 and b = 2 matches all three. The most
+# specific (most settings) is neither the first nor the last declared.
+DEFENSE = Axis("defense", (
+    ("plain", {"strategy.name": "fedavg"}),
+    ("roclip", {"strategy.name": "fedavg", "clients.training": "roclip"}),
+    ("clip", {"clients.training": "roclip"}),
+))
+
+
+@pytest.mark.parametrize("config, label", [
+    ({"strategy.name": "fedavg", "clients.training": "roclip"}, "roclip"),  # all three match
+    ({"strategy.name": "fedavg", "clients.training": "standard"}, "plain"),
+    ({"strategy.name": "median", "clients.training": "roclip"}, "clip"),
+    ({"strategy.name": "median", "clients.training": "standard"}, None),
+    ({"strategy.name": "fedavg"}, "plain"),  # a key the config lacks matches nothing
+])
+def test_a_config_takes_the_label_of_the_most_specific_matching_value(config, label):
+    assert label_in(DEFENSE, config) == label
+
+
+def test_the_most_specific_value_wins_whatever_the_declaration_order():
+    config = {"strategy.name": "fedavg", "clients.training": "roclip", "seed": 3}
+    for order in ((0, 1, 2), (1, 0, 2), (2, 0, 1), (0, 2, 1), (2, 1, 0)):
+        axis = Axis("defense", tuple(DEFENSE.values[i] for i in order))
+        assert label_in(axis, config) == "roclip", order
+
+
+def test_a_run_without_recorded_labels_is_labelled_from_its_config():
+    run = Run(Path("r"), {"strategy.name": "fedavg", "clients.training": "roclip"}, {}, [], labels=None)
+    assert labels_of(run, [DEFENSE]) == ("roclip",)
+
+
+# ------------------------------------------------------------------ conflicting axes
+def _axis(name, *keys):
+    return Axis(name, (("a", {k: 1 for k in keys}), ("b", {k: 2 for k in keys})))
+
+
+@pytest.mark.parametrize("first, second, shared", [
+    (_axis("strategy", "strategy"), _axis("strategy.name", "strategy.name"), "strategy"),
+    (_axis("strategy.name", "strategy.name"), _axis("strategy", "strategy"), "strategy"),
+    (_axis("attack", "attack.data.enabled", "attack.data"), _axis("target", "attack.data.target"), "attack.data"),
+    (_axis("defense", "clients.lr"), _axis("lr", "clients.lr"), "clients.lr"),
+])
+def test_an_axis_setting_a_key_inside_anothers_conflicts_either_way_round(first, second, shared):
+    problems = axis_conflicts([first, second])
+    assert problems == [f"sweep: axes {first.name!r} and {second.name!r} both set {shared!r}"]
+
+
+def test_keys_that_only_share_a_prefix_of_their_name_do_not_conflict():
+    # "clients.lr_schedule" is not inside "clients.lr", nor "strategy.name2" inside "strategy.name"
+    lr, schedule = _axis("lr", "clients.lr"), _axis("schedule", "clients.lr_schedule")
+    assert axis_conflicts([lr, schedule]) == [] and axis_conflicts([schedule, lr]) == []
+    x, y = _axis("x", "strategy.name"), _axis("y", "strategy.name2")
+    assert axis_conflicts([x, y]) == [] and axis_conflicts([y, x]) == []
+    # one axis may set a key and a key inside it (it is applied as a whole)
+    assert axis_conflicts([_axis("attack", "attack.data", "attack.data.enabled")]) == []
+
+
+def test_a_sweep_over_a_table_and_a_key_inside_it_is_refused(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text('[model]\ninit = "scratch"\n[sweep]\n"strategy.name" = ["fedavg", "median"]\n'
+                      '[sweep.whole.krum]\n"strategy" = { name = "krum", params = { f = 1 } }\n')
+    with pytest.raises(ConfigError, match="axes 'strategy.name' and 'whole' both set 'strategy'"):
+        plan(config)
