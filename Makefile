@@ -2,7 +2,7 @@
 #   make demo   install what is missing, then run the quickstart experiment
 #   make test   install what is missing, then run the test suite
 # make lab LAB=NN  install what is missing, then run teaching lab NN (labs/NN-*/run.sh)
-# make mutants (not in CI): mutation testing of strategies/ and clients/attacks/
+# make mutants (not in CI): mutation testing of the rules, the attacks and the core ([tool.mutmut])
 # An existing .venv is reused; it is only (re)installed when pyproject.toml changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

@@ -1,12 +1,13 @@
-"""Mutation testing of the rules and the attack library (``make mutants``; not part of CI).
+"""Mutation testing (``make mutants``; not part of CI).
 
 Runs mutmut (configured in pyproject's ``[tool.mutmut]``: every module of ``strategies/`` and
-``clients/attacks/``, the non-slow tests) and prints the share of mutants the tests kill, per
-file and in all, then every survivor. A survivor listed in ``docs/mutants.md`` with a reason is
+``clients/attacks/`` and the core modules listed there, against the non-slow tests) and prints
+the share of mutants the tests kill, per file and in all, then every survivor. A survivor listed in ``docs/mutants.md`` with a reason is
 marked there as equivalent (it cannot change behaviour); the score counts it as surviving all
 the same.
 
-    python scripts/mutants.py [--jobs N] [--show]     # --show prints each survivor's diff
+    python scripts/mutants.py [--jobs N] [--show] [PATTERN ...]   # --show: each survivor's diff
+    python scripts/mutants.py "fedsim.evaluation.*" "fedsim.grid.*"  # some modules only
 
 Torch's OpenMP pool does not survive a fork: workers run single-threaded and mutmut forks them
 from a clean fork server (``process_isolation = "forkserver"``).
@@ -15,6 +16,7 @@ from a clean fork server (``process_isolation = "forkserver"``).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import subprocess
@@ -49,11 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants tested at once")
     parser.add_argument("--show", action="store_true", help="print the diff of every survivor")
     parser.add_argument("--no-run", action="store_true", help="report the last run only")
+    parser.add_argument("patterns", nargs="*", help="mutant name patterns (mutmut's), e.g. 'fedsim.grid.*': "
+                        "run and report those only")
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     if not args.no_run:
-        subprocess.run(MUTMUT + ["run", "--max-children", str(args.jobs)], cwd=ROOT, env=env, check=False)
+        subprocess.run(MUTMUT + ["run", "--max-children", str(args.jobs), *args.patterns], cwd=ROOT, env=env,
+                       check=False)
     status = results()
+    if args.patterns:
+        status = {n: s for n, s in status.items() if any(fnmatch.fnmatchcase(n, p) for p in args.patterns)}
     if not status:
         print("no mutants found: did mutmut run?", file=sys.stderr)
         return 1
