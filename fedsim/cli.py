@@ -60,8 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What Ctrl-C leaves, by command (others: nothing started, nothing to keep).
+INTERRUPTED = {
+    "run": "fedsim: interrupted; finished rounds are in the run directory",
+    "deploy": "fedsim: interrupted; finished rounds are in the run directory",
+    "resume": "fedsim: interrupted; finished rounds are in the run directory",
+    "sweep": "fedsim: interrupted; finished cells are kept, the same command continues the sweep",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C at any moment, the imports of torch, Flower and Ray included, is exit 130 and one line.
+    try:
+        return _command(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED.get(args.command, "fedsim: interrupted"), file=sys.stderr)
+        return 130
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "table":
         from fedsim.report import summaries_table
 
@@ -80,29 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         from fedsim.runner import main_validate
 
         return main_validate(args.config, args.set)
-    from fedsim.runner import describe, main_resume, main_run
-
     if args.command == "sweep":
         from fedsim.sweep import main_sweep
 
         if args.seeds is not None and args.seeds < 1:
             print(f"fedsim: --seeds {args.seeds}: expected an integer ≥ 1", file=sys.stderr)
             return 2
-        try:
-            return main_sweep(args.config, args.out, args.set, args.grid, args.seeds)
-        except KeyboardInterrupt:
-            print("fedsim: interrupted; finished cells are kept, the same command continues the sweep",
-                  file=sys.stderr)
-            return 130
+        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds)
+    from fedsim.runner import describe, main_resume, main_run
+
     try:
         if args.command == "deploy":
             return main_run(args.config, args.out, args.set, False, deploy=True)
         if args.command == "resume":
             return main_resume(args.run_dir, args.verbose)
         return main_run(args.config, args.out, args.set, args.verbose)
-    except KeyboardInterrupt:
-        print("fedsim: interrupted; finished rounds are in the run directory", file=sys.stderr)
-        return 130
     except Exception as e:
         print(f"fedsim: run failed: {describe(e)}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from fedsim.config import Config, ConfigError, load_config
 from fedsim.data import load_split
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.records import float_state
+from fedsim.report import write_atomic
 from fedsim.training import train_epochs, warmup_cosine
 
 PRETRAIN_BATCH_SIZE = 64
@@ -94,11 +96,19 @@ def warm_start(cfg: Config, *, log=print) -> dict[str, torch.Tensor]:
             log(f"ignoring unreadable checkpoint {path}: {e}")
     log(f"building the warm-start checkpoint {path} (once per model/seed)")
     state = pretrain(cfg, log=log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a concurrent run never reads half a file
-    path.with_suffix(".json").write_text(json.dumps(_key(cfg), indent=2))
+    data = io.BytesIO()
+    torch.save(state, data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # atomic, and the temporary file is this process's: a concurrent run never reads half
+        # a file, and a full disk or a Ctrl-C leaves no part behind
+        write_atomic(path, data.getbuffer(), tmp_suffix=f".{os.getpid()}.tmp")
+        write_atomic(path.with_suffix(".json"), json.dumps(_key(cfg), indent=2),
+                     tmp_suffix=f".{os.getpid()}.tmp")
+    except OSError as e:
+        # The model is trained; a cache that cannot be written only means the next run trains
+        # it again.
+        log(f"not cached: {e}; the next run with these settings trains it again")
     return state
 
 

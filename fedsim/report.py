@@ -4,12 +4,17 @@
 as soon as the round is evaluated, so a crash or Ctrl-C never loses finished rounds),
 ``summary.json`` / ``summary.md`` (written at the end, also after a failure, from whatever
 rounds exist) and ``metrics.png`` (clean accuracy and attack success rate per round).
+
+A write that fails (a full disk above all) never costs what was written before: whole files are
+replaced atomically (``write_atomic``), a round that cannot be appended is taken back, and the
+error is an OSError naming the file ("No space left on device: '…/summary.md'").
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
@@ -32,6 +37,33 @@ def _clean(value):
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
+
+
+def write_atomic(path: Path, data: bytes | str, *, tmp_suffix: str = ".tmp") -> None:
+    """Replace ``path`` with ``data`` so that a failure or a kill at any moment leaves either the
+    previous file or the new one, whole, never a part or an empty file: a temporary file beside
+    it (``path`` + ``tmp_suffix``), flushed to disk, then renamed over it. On failure the
+    temporary file is removed and an OSError names ``path`` (a write's own error names no file:
+    "[Errno 28] No space left on device" alone would not say which disk is full)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + tmp_suffix)
+    try:
+        with tmp.open("wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
+        raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` as an OSError (of the same subclass) about ``path``."""
+    return OSError(error.errno, error.strerror or str(error), str(path)) if error.errno else error
 
 
 class RunDirectoryError(ValueError):
@@ -69,8 +101,10 @@ def exclusive(path: str | Path):
             raise RunDirectoryError(f"{str(path)!r} is in use by another fedsim process ({holder}); "
                                     "wait for it to end, or use another folder") from None
         f.truncate(0)
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
+        # Only a note for whoever is refused (a full disk must not fail the run here, nor later
+        # when a buffered note would be flushed as the file closes)
+        with contextlib.suppress(OSError):
+            os.write(f.fileno(), f"pid {os.getpid()}\n".encode())
         _held.add(path)
         try:
             yield
@@ -101,17 +135,37 @@ class RunDirectory:
         self.rounds_file = self.path / "rounds.jsonl"
 
     def write_config(self, toml_text: str) -> None:
-        (self.path / "config.toml").write_text(toml_text)
+        write_atomic(self.path / "config.toml", toml_text)
 
     def append_round(self, record: dict) -> None:
-        with self.rounds_file.open("a") as f:
-            f.write(json.dumps(_clean(record)) + "\n")
-            f.flush()
+        """Append ``record`` as one line, written through at once; a line that cannot be
+        written whole (a full disk) is cut off again, so rounds.jsonl never ends in half a
+        record."""
+        line = memoryview((json.dumps(_clean(record)) + "\n").encode())
+        with self.rounds_file.open("ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                while line:  # an unbuffered write may write only a part
+                    line = line[f.write(line):]
+            except BaseException as e:
+                with contextlib.suppress(OSError):
+                    f.truncate(end)
+                if isinstance(e, OSError):
+                    raise _naming(e, self.rounds_file) from None
+                raise
 
     def read_rounds(self) -> list[dict]:
+        """The rounds in rounds.jsonl, less a last line a kill cut short."""
         if not self.rounds_file.is_file():
             return []
-        return [json.loads(line) for line in self.rounds_file.read_text().splitlines() if line]
+        text = self.rounds_file.read_text()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            try:
+                json.loads(lines[-1])
+            except json.JSONDecodeError:
+                lines.pop()
+        return [json.loads(line) for line in lines if line]
 
     def keep_rounds(self, last: int) -> None:
         """Drop the rounds after ``last`` (and a line a kill cut short) from rounds.jsonl, by
@@ -124,14 +178,18 @@ class RunDirectory:
                 continue
             if record.get("round", last + 1) <= last:
                 kept.append(line + "\n")
-        tmp = self.rounds_file.with_name(self.rounds_file.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, self.rounds_file)
+        write_atomic(self.rounds_file, "".join(kept))
 
     def write_summary(self, summary: dict) -> None:
-        summary = _clean(summary)
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (self.path / "summary.md").write_text(summary_markdown(summary, self.read_rounds()))
+        """summary.md, then summary.json, each whole or not at all."""
+        self.write_summary_md(summary)
+        self.write_summary_json(summary)
+
+    def write_summary_md(self, summary: dict) -> None:
+        write_atomic(self.path / "summary.md", summary_markdown(_clean(summary), self.read_rounds()))
+
+    def write_summary_json(self, summary: dict) -> None:
+        write_atomic(self.path / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
 
     def plot(self, initial: dict | None = None, chance: float | None = None) -> Path | None:
         rounds = self.read_rounds()
@@ -230,8 +288,10 @@ def plot_rounds(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    image = io.BytesIO()
+    fig.savefig(image, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    write_atomic(path, image.getbuffer())
     return path
 
 

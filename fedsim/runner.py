@@ -20,7 +20,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from fedsim.app import CHECKPOINT, client_app, config_checks, finish, load_checkpoint, make_server_app
+from fedsim.app import (
+    CHECKPOINT,
+    build_server,
+    client_app,
+    config_checks,
+    finish,
+    load_checkpoint,
+    make_server_app,
+)
 from fedsim.config import Config, ConfigError, invalid, load_config, read_config
 from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
 
@@ -110,15 +118,24 @@ def _stop_on_sigint(stop: threading.Event):
     lets the clients in flight finish and shuts Ray down, the run ends as interrupted); a
     second one raises KeyboardInterrupt at once. A KeyboardInterrupt in the middle of Flower's
     runtime instead tore Ray down under running tasks (ActorDiedError tracebacks) and left the
-    ServerApp thread waiting for replies, so the process hung or crashed on its way out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
+    ServerApp thread waiting for replies, so the process hung or crashed on its way out.
+    ``stop`` is looked at only in those waits: what runs before the first (the warm start)
+    must run outside, where Ctrl-C raises KeyboardInterrupt."""
     def handler(signum, frame):
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    with _sigint(handler):
+        yield
+
+
+@contextlib.contextmanager
+def _sigint(handler):
+    """SIGINT handled by ``handler`` meanwhile (only the main thread may set a handler;
+    elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
@@ -246,32 +263,38 @@ def run(cfg: Config, out: RunDirectory | str | Path | None = None, *, verbose: b
 
 def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict | None,
          ray_address: str | None) -> dict:
-    import torch
-    from flwr.simulation import run_simulation
-
     log = log or (lambda msg: print(msg, flush=True))
-    if resume is None:
-        run_dir.write_config(cfg.to_toml())
-    log(f"fedsim: {cfg.name} → {run_dir.path}  ({cfg.clients.num} clients, "
-        f"{len(cfg.malicious)} malicious, {cfg.strategy.name}, {cfg.rounds} rounds"
-        + (f", resuming after round {resume['round']})" if resume is not None else ")"))
-    if not verbose:
-        _quiet_flower()
-    # The server evaluates while the clients wait, so it may use every core.
-    torch.set_num_threads(cfg.resources.total_cpus or available_cpus())
     result: dict = {}
     stop = threading.Event()
     t0 = time.perf_counter() - (float(resume["wall_s"]) if resume is not None else 0.0)
     status, error = "completed", None
     # A private Ray session per run, unless the clients go to a running cluster (which lives on)
     ray_address = ray_address or cfg.resources.ray_address
-    ray_dir = new_ray_dir() if ray_address is None else None
-    if ray_dir is not None:
-        (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
+    ray_dir = None
     try:
+        import torch
+        from flwr.simulation import run_simulation
+
+        if resume is None:
+            run_dir.write_config(cfg.to_toml())
+        log(f"fedsim: {cfg.name} → {run_dir.path}  ({cfg.clients.num} clients, "
+            f"{len(cfg.malicious)} malicious, {cfg.strategy.name}, {cfg.rounds} rounds"
+            + (f", resuming after round {resume['round']})" if resume is not None else ")"))
+        if not verbose:
+            _quiet_flower()
+        # The server evaluates while the clients wait, so it may use every core.
+        torch.set_num_threads(cfg.resources.total_cpus or available_cpus())
+        # Data, warm start, BadCLIP patch: here in the main thread, before Ray starts, where
+        # Ctrl-C raises KeyboardInterrupt. In the ServerApp's thread a Ctrl-C only set ``stop``,
+        # which nothing looks at before the first round, so the warm start went on regardless.
+        server = build_server(cfg, log=log, assign_partitions=True)
+        if ray_address is None:
+            ray_dir = new_ray_dir()
+            (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
         with _stop_on_sigint(stop):
             run_simulation(
-                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume),
+                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume,
+                                           server=server),
                 client_app=client_app,
                 num_supernodes=cfg.clients.num,
                 backend_config=backend_config(cfg, ray_dir, verbose, ray_address),
@@ -289,16 +312,24 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
     finally:
         # However it ended, nothing of the run may outlive it: the ServerApp thread (which
         # would otherwise wait for replies that never come), Ray's processes and its folder.
-        stop.set()
-        if "thread" in result and result["thread"] is not threading.current_thread():
-            result["thread"].join()
-        if ray_dir is not None:
-            end_ray(ray_dir)
-            (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
-        else:
-            disconnect_ray()
-        summary = finish(run_dir, cfg, initial=result.get("initial"),
-                         wall_s=time.perf_counter() - t0, status=status, error=error)
+        # Another Ctrl-C must not cut this short (it would leave all that and no summary).
+        with _sigint(signal.SIG_IGN):
+            stop.set()
+            if "thread" in result and result["thread"] is not threading.current_thread():
+                result["thread"].join()
+            if ray_dir is not None:
+                end_ray(ray_dir)
+                (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
+            elif ray_address is not None:
+                disconnect_ray()
+            try:
+                summary = finish(run_dir, cfg, initial=result.get("initial"),
+                                 wall_s=time.perf_counter() - t0, status=status, error=error)
+            except OSError:
+                if status == "completed":
+                    raise
+                # summary.json cannot be written either (a full disk): the run's own error,
+                # already on its way out, says more
     if summary["status"] == "completed":
         (run_dir.path / CHECKPOINT).unlink(missing_ok=True)
         log(f"done in {summary['wall_s']:.0f} s: CA {summary['clean_accuracy']:.3f}  "

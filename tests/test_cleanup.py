@@ -1,6 +1,7 @@
 """Nothing of a run outlives it: once ``fedsim run`` has returned, however the run ended, no
 process of its Ray session is alive and Ray's session folder is gone."""
 
+import json
 import os
 import shutil
 import signal
@@ -74,3 +75,41 @@ def test_a_run_leaves_no_ray_process_or_folder(tmp_path, ray_root, end, code):
     assert proc.returncode == code, output
     assert processes_mentioning(ray_root) == [], output
     assert list(ray_root.iterdir()) == [], output
+
+
+def test_another_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C that ends the rounds, then one more while the run ends Ray's session: the session
+    is still ended, its folder removed, and summary.json written (a KeyboardInterrupt in the
+    cleanup used to skip all of that). Flower's runtime is replaced by the Ctrl-C it raises."""
+    import flwr.simulation
+
+    from fedsim import runner
+    from fedsim.cli import main
+
+    ray_root = tmp_path / "ray"
+    ray_root.mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_root))
+
+    def run_simulation(**kwargs):
+        raise KeyboardInterrupt
+
+    ended = []
+    real_end_ray = runner.end_ray
+
+    def end_ray(ray_dir, grace_s=5.0):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # time for the handler to run, were there one
+        real_end_ray(ray_dir, grace_s)
+        ended.append(ray_dir)
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", run_simulation)
+    monkeypatch.setattr(runner, "end_ray", end_ray)
+    argv = ["run", str(ROOT / "configs" / "quickstart.toml"), "--out", str(tmp_path / "run")]
+    for item in TINY:
+        argv += ["--set", item]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == "fedsim: interrupted; finished rounds are in the run directory\n"
+    assert len(ended) == 1 and list(ray_root.iterdir()) == []
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert not (tmp_path / "run" / "ray-session.txt").exists()

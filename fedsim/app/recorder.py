@@ -4,7 +4,7 @@ summary.md and the plot."""
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import time
 from collections.abc import Callable
@@ -16,22 +16,21 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.app.attack_plan import schedule_of
 from fedsim.config import Config, eval_classes
-from fedsim.report import RunDirectory, summarize
+from fedsim.report import RunDirectory, summarize, write_atomic
 
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that a kill at
-    any moment leaves either the previous checkpoint or this one, whole: a temporary file,
-    flushed to disk, then renamed over the old one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) so that a kill or a
+    full disk at any moment leaves either the previous checkpoint or this one, whole
+    (``write_atomic``). It is serialised in memory first: ``torch.save`` to a file reports a
+    full disk as "RuntimeError: [enforce fail at inline_container.cc]", which names neither the
+    cause nor the file."""
+    data = io.BytesIO()
+    torch.save(state, data)
+    write_atomic(path, data.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -67,23 +66,32 @@ class Recorder:
 
     Resumed after round ``rounds_done`` (Flower counts from 1 again), it adds those rounds to
     Flower's count and answers Flower's round-0 call with the ``initial`` metrics the first
-    session measured, without evaluating."""
+    session measured, without evaluating.
+
+    ``on_initial(metrics)`` receives the initial model's metrics as soon as they are known, so
+    that a run that fails later still reports them."""
 
     def __init__(self, run_dir: RunDirectory, evaluate: Callable[[ArrayRecord], dict],
                  round_stats: Callable[[], dict], *, log=print,
                  checkpoint: Callable[[int, ArrayRecord, dict], None] | None = None,
-                 rounds_done: int = 0, initial: dict | None = None):
+                 rounds_done: int = 0, initial: dict | None = None,
+                 on_initial: Callable[[dict], None] | None = None):
         self.run_dir, self.evaluate, self.round_stats, self.log = run_dir, evaluate, round_stats, log
         self.checkpoint, self.rounds_done, self.initial = checkpoint, rounds_done, initial
+        self.on_initial = on_initial
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         if server_round == 0 and self.rounds_done:
             self.log(f"resuming after round {self.rounds_done}")
+            if self.on_initial is not None:
+                self.on_initial(dict(self.initial))
             return MetricRecord(self.initial)
         metrics = self.evaluate(arrays)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         if server_round == 0:
             self.initial = scalars
+            if self.on_initial is not None:
+                self.on_initial(dict(scalars))
             self.log(f"round  0  CA {metrics['clean_accuracy']:.3f}  "
                      f"ASR {metrics['attack_success_rate']:.3f}  (initial model)")
         else:
@@ -136,8 +144,10 @@ def lifespan(cfg: Config, rounds: list[dict]) -> dict:
 
 def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: float,
            status: str = "completed", error: str | None = None) -> dict:
-    """Write summary.json, summary.md and the plot from the rounds already on disk. A run that
-    went through all its rounds without aggregating once (every round skipped) failed."""
+    """Write the plot, summary.md and summary.json from the rounds already on disk. A run that
+    went through all its rounds without aggregating once (every round skipped) failed, and so
+    did one whose plot or summary.md could not be written (a full disk): summary.json, small,
+    comes last and says so. Raises OSError only when summary.json itself cannot be written."""
     rounds = run_dir.read_rounds()
     if status == "completed" and all(r.get("skipped") for r in rounds):
         reasons = sorted({str(r["skipped"]) for r in rounds})
@@ -148,6 +158,12 @@ def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: 
         extra["error"] = error
     extra.update(lifespan(cfg, rounds))
     summary = summarize(rounds, initial=initial, wall_s=wall_s, extra=extra)
-    run_dir.write_summary(summary)
-    run_dir.plot(initial=initial, chance=1 / len(eval_classes(cfg)[0]))
+    for write in (lambda: run_dir.plot(initial=initial, chance=1 / len(eval_classes(cfg)[0])),
+                  lambda: run_dir.write_summary_md(summary)):
+        try:
+            write()
+        except OSError as e:
+            if summary["status"] == "completed":
+                summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
+    run_dir.write_summary_json(summary)
     return summary

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.app.build import build_server, config_checks, fault_of
+from fedsim.app.build import Server, build_server, config_checks, fault_of
 from fedsim.app.client_app import CONFIG_KEY
 from fedsim.app.recorder import CHECKPOINT, Recorder, finish, rng_state, save_checkpoint, set_rng_state
 from fedsim.config import Config, ConfigError, load_config
@@ -21,13 +22,17 @@ from fedsim.report import DEPLOY_DIR, RunDirectory, RunDirectoryError, new_run_d
 
 
 def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
-               resume: dict | None = None, assign_partitions: bool = False) -> dict:
+               resume: dict | None = None, assign_partitions: bool = False,
+               server: Server | None = None, on_initial: Callable[[dict], None] | None = None) -> dict:
     """Train ``cfg.rounds`` rounds on ``grid``; write each round to ``run_dir`` as soon as it
     is evaluated, and after it the checkpoint (``CHECKPOINT``) to resume from. With ``resume``
     (a checkpoint) it continues after that checkpoint's round instead. Returns the initial
-    model's metrics. ``assign_partitions``: Flower's simulation, whose nodes are given their
-    partitions rather than asked for them (``RobustStrategy``)."""
-    server = build_server(cfg, log=log, assign_partitions=assign_partitions)
+    model's metrics, which ``on_initial`` also receives as soon as they are measured.
+    ``assign_partitions``: Flower's simulation, whose nodes are given their partitions rather
+    than asked for them (``RobustStrategy``). ``server``: what ``build_server(cfg,
+    assign_partitions=...)`` made beforehand (``fedsim run`` builds it before Ray starts)."""
+    if server is None:
+        server = build_server(cfg, log=log, assign_partitions=assign_partitions)
     if server.cfg is not cfg:
         run_dir.write_config(server.cfg.to_toml())
         log("optimised the BadCLIP patch; its pixels are in config.toml")
@@ -61,7 +66,8 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
         train_config=ConfigRecord({CONFIG_KEY: server.cfg.model_dump_json()}),
         evaluate_fn=Recorder(run_dir, server.evaluate, lambda: server.strategy.last_round, log=log,
                              checkpoint=checkpoint, rounds_done=done,
-                             initial=resume["initial"] if resume is not None else None),
+                             initial=resume["initial"] if resume is not None else None,
+                             on_initial=on_initial),
     )
     return dict(result.evaluate_metrics_serverapp[0])
 
@@ -151,20 +157,22 @@ class StoppableGrid(GridWrapper):
 
 
 def make_server_app(cfg: Config, run_dir: RunDirectory, *, log=print, result: dict | None = None,
-                    stop: threading.Event | None = None, resume: dict | None = None) -> ServerApp:
+                    stop: threading.Event | None = None, resume: dict | None = None,
+                    server: Server | None = None) -> ServerApp:
     """A ServerApp bound to an already validated config (used by ``fedsim run``). Setting
     ``stop`` ends it at its next wait for replies (RunStopped); ``result`` receives the initial
-    model's metrics and the thread it runs in; ``resume``: a checkpoint to continue from."""
+    model's metrics (as soon as they are measured) and the thread it runs in; ``resume``: a
+    checkpoint to continue from; ``server``: the server ``build_server(cfg,
+    assign_partitions=True)`` made beforehand."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         if result is not None:
             result["thread"] = threading.current_thread()
-        initial = run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir,
-                             log=log, resume=resume, assign_partitions=True)
-        if result is not None:
-            result["initial"] = initial
+        run_server(StoppableGrid(grid, stop) if stop is not None else grid, cfg, run_dir,
+                   log=log, resume=resume, assign_partitions=True, server=server,
+                   on_initial=None if result is None else lambda m: result.update(initial=m))
 
     return app
 
@@ -189,11 +197,14 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
         ) from None
     run_dir.write_config(cfg.to_toml())
     t0 = time.perf_counter()
-    initial, status, error = None, "completed", None
+    measured: dict = {}
+    status, error = "completed", None
     try:
-        initial = run_server(StoppableGrid(grid, threading.Event()), cfg, run_dir)
+        run_server(StoppableGrid(grid, threading.Event()), cfg, run_dir,
+                   on_initial=lambda m: measured.update(initial=m))
     except Exception as e:
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
-        finish(run_dir, cfg, initial=initial, wall_s=time.perf_counter() - t0, status=status, error=error)
+        finish(run_dir, cfg, initial=measured.get("initial"), wall_s=time.perf_counter() - t0,
+               status=status, error=error)

@@ -201,13 +201,16 @@ def _write_checked(fresh: dict[str, tuple[int, int, set[str]]]) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f)
         os.replace(tmp, path)
-    except OSError:
-        # The check itself passed; a cache folder that cannot be written only means the next
-        # check decodes again.
+    except BaseException as e:
+        # no fragment left behind, whatever stopped the write (a Ctrl-C too)
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if not isinstance(e, OSError):
+            raise
+        # The check itself passed; a cache folder that cannot be written only means the next
+        # check decodes again.
 
 
 def check_images(*views: ImageCaptionIndex) -> None:
