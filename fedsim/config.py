@@ -356,6 +356,22 @@ class ResourcesConfig(_Section):
         description="a running Ray cluster to run the clients on, e.g. '127.0.0.1:6379' (what "
                     "`ray start --head` prints); unset: each run starts and ends its own Ray",
     )
+    engine: Literal["auto", "inprocess", "ray"] = Field(
+        "auto",
+        description="who delivers the messages: 'inprocess' runs the ClientApp in the run's own "
+                    "process, one client after another, with no start-up (fedsim.app.local_grid); "
+                    "'ray' is Flower's simulation on Ray (clients in parallel, a Ray cluster); "
+                    "'auto': 'ray' when ray_address is set or faults.straggler_rate > 0 "
+                    "(a straggler needs a server that stops waiting), else 'inprocess'",
+    )
+
+    def engine_for(self, straggler_rate: float, address: str | None = None) -> str:
+        """The engine a run uses ('inprocess' or 'ray'), ``address``: a Ray cluster given
+        outside the config (a sweep's)."""
+        needs_ray = (self.ray_address or address) is not None or straggler_rate > 0
+        if self.engine == "auto":
+            return "ray" if needs_ray else "inprocess"
+        return self.engine
 
 
 class FaultsConfig(_Section):
@@ -429,6 +445,18 @@ class Config(_Section):
             raise ValueError(
                 f"clients.num={self.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
                 f"(data.train_size={self.data.train_size})"
+            )
+        if self.resources.engine == "inprocess" and self.resources.ray_address is not None:
+            raise ValueError(
+                f"resources.engine='inprocess' runs every client in this process, but "
+                f"resources.ray_address={self.resources.ray_address!r} names a Ray cluster for them; "
+                "allowed: engine = 'ray' or 'auto' with ray_address, or no ray_address"
+            )
+        if self.resources.engine == "inprocess" and self.faults.straggler_rate > 0:
+            raise ValueError(
+                f"resources.engine='inprocess' cannot simulate stragglers (faults.straggler_rate="
+                f"{self.faults.straggler_rate:g}): a client here blocks the server until it returns; "
+                "allowed: engine = 'ray' or 'auto'"
             )
         if self.defense.cleanclip.enabled and self.data.root_size < MIN_CLIENT_SAMPLES:
             raise ValueError(

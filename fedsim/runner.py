@@ -22,12 +22,15 @@ from pathlib import Path
 
 from fedsim.app import (
     CHECKPOINT,
+    InProcessGrid,
+    StoppableGrid,
     build_server,
     client_app,
     config_checks,
     finish,
     load_checkpoint,
     make_server_app,
+    run_server,
 )
 from fedsim.config import Config, ConfigError, invalid, load_config, read_config
 from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
@@ -288,18 +291,27 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
         # Ctrl-C raises KeyboardInterrupt. In the ServerApp's thread a Ctrl-C only set ``stop``,
         # which nothing looks at before the first round, so the warm start went on regardless.
         server = build_server(cfg, log=log, assign_partitions=True)
-        if ray_address is None:
-            ray_dir = new_ray_dir()
-            (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
-        with _stop_on_sigint(stop):
-            run_simulation(
-                server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume,
-                                           server=server),
-                client_app=client_app,
-                num_supernodes=cfg.clients.num,
-                backend_config=backend_config(cfg, ray_dir, verbose, ray_address),
-                verbose_logging=verbose,
-            )
+        on_initial = lambda m: result.update(initial=m)  # noqa: E731
+        if cfg.resources.engine_for(cfg.faults.straggler_rate, ray_address) == "inprocess":
+            # no Ray: the ClientApp runs here, between the ServerApp's sends (fedsim.app.local_grid)
+            grid = InProcessGrid(client_app, cfg.clients.num, client_threads=cfg.resources.client_threads,
+                                 stop=stop)
+            with _stop_on_sigint(stop):
+                run_server(StoppableGrid(grid, stop), cfg, run_dir, log=log, resume=resume,
+                           assign_partitions=True, server=server, on_initial=on_initial)
+        else:
+            if ray_address is None:
+                ray_dir = new_ray_dir()
+                (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
+            with _stop_on_sigint(stop):
+                run_simulation(
+                    server_app=make_server_app(cfg, run_dir, log=log, result=result, stop=stop, resume=resume,
+                                               server=server),
+                    client_app=client_app,
+                    num_supernodes=cfg.clients.num,
+                    backend_config=backend_config(cfg, ray_dir, verbose, ray_address),
+                    verbose_logging=verbose,
+                )
     except KeyboardInterrupt:
         status, error = "interrupted", "stopped by the user"
         raise

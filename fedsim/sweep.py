@@ -141,13 +141,17 @@ class SharedCluster:
     ends): starting Ray is a fixed cost of every run, ≈ 5 s of a 3-round cell here (2-vCPU VM
     B, 2026-11-25; same numbers either way), paid once. Not used when a cell names a cluster
     of its own (``resources.ray_address``) or the cells ask for different CPU totals, nor for
-    a single cell. While it lives its folder is named in ``ray-session.txt`` under the sweep's
+    a single cell, nor when a cell runs without Ray (``resources.engine``: the in-process
+    engine, the default where no cell needs Ray). While it lives its folder is named in ``ray-session.txt`` under the sweep's
     folder, so a re-run after a ``kill -9`` ends what was left; a cluster that fails to start
     falls back to a Ray session per run."""
 
     def __init__(self, out: Path, cfgs: list[Config], log):
         totals = {cfg.resources.total_cpus for cfg in cfgs}
-        self.wanted = len(cfgs) > 1 and len(totals) == 1 and all(cfg.resources.ray_address is None for cfg in cfgs)
+        self.wanted = len(cfgs) > 1 and len(totals) == 1 and all(
+            cfg.resources.ray_address is None and cfg.resources.engine_for(cfg.faults.straggler_rate) == "ray"
+            for cfg in cfgs
+        )
         self.total = totals.pop() if len(totals) == 1 else None
         self.out, self.log = out, log
         self.folder: Path | None = None

@@ -55,7 +55,7 @@ def ray_root():
 def test_a_run_leaves_no_ray_process_or_folder(tmp_path, ray_root, end, code):
     argv = [sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "quickstart.toml"),
             "--out", str(tmp_path / "run")]
-    for item in TINY:
+    for item in [*TINY, "resources.engine='ray'"]:
         argv += ["--set", item]
     env = {**os.environ, "RAY_TMPDIR": str(ray_root)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,7 +105,7 @@ def test_another_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monke
     monkeypatch.setattr(flwr.simulation, "run_simulation", run_simulation)
     monkeypatch.setattr(runner, "end_ray", end_ray)
     argv = ["run", str(ROOT / "configs" / "quickstart.toml"), "--out", str(tmp_path / "run")]
-    for item in TINY:
+    for item in [*TINY, "resources.engine='ray'"]:  # the faked runtime is Ray's
         argv += ["--set", item]
     assert main(argv) == 130
     assert capsys.readouterr().err == "fedsim: interrupted; finished rounds are in the run directory\n"

@@ -241,7 +241,8 @@ def test_a_run_that_fails_for_space_after_round_0_says_so_and_keeps_the_initial_
     small_disk(out, 12_000)  # config.toml and the summaries fit, the checkpoint does not
     code = main(["run", QUICKSTART, "--out", str(out), "--set", "model.init='scratch'",
                  "--set", "data.train_size=40", "--set", "data.test_size=20", "--set", "clients.num=2",
-                 "--set", "clients.per_round=2", "--set", "attack.malicious=[0]"])
+                 "--set", "clients.per_round=2", "--set", "attack.malicious=[0]",
+                 "--set", "resources.engine='ray'"])  # the faked runtime is Ray's
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "No space left on device" in err and str(out / CHECKPOINT) in err, err

@@ -31,9 +31,10 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    cfg = load(None, TINY)
+    # run0 on the default in-process engine, run1 on Flower's simulation on Ray: the same numbers
+    cfgs = [load(None, TINY), load(None, [*TINY, "resources.engine='ray'"])]
     base = tmp_path_factory.mktemp("e2e")
-    return [run(cfg, base / f"run{i}", log=lambda m: None) for i in range(2)], base
+    return [run(cfg, base / f"run{i}", log=lambda m: None) for i, cfg in enumerate(cfgs)], base
 
 
 def test_run_directory_contract(tiny_runs):
@@ -71,7 +72,7 @@ def test_two_rounds_lift_retrieval_far_above_the_untrained_model(tiny_runs):
         assert summary["retrieval"][k] > initial["retrieval"][k] + 0.15, (k, initial, summary["retrieval"])
 
 
-def test_same_config_and_seed_give_identical_numbers(tiny_runs):
+def test_same_config_and_seed_give_identical_numbers_on_either_engine(tiny_runs):
     (a, b), _ = tiny_runs
     keys = ("clean_accuracy", "attack_success_rate", "initial_clean_accuracy", "retrieval", "bytes_up")
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
@@ -80,7 +81,7 @@ def test_same_config_and_seed_give_identical_numbers(tiny_runs):
 # A run small enough to start Ray and finish a round in seconds (from scratch: no warm start).
 SMALL = ["--set", "data.train_size=200", "--set", "data.test_size=100", "--set", "model.init='scratch'",
          "--set", "clients.num=2", "--set", "clients.per_round=2", "--set", "attack.malicious=[0]",
-         "--set", "resources.total_cpus=2"]
+         "--set", "resources.total_cpus=2", "--set", "resources.engine='ray'"]
 
 
 def _session(sid: int) -> list[str]:
@@ -136,7 +137,7 @@ def test_a_failed_simulation_exits_promptly_and_stops_ray(tmp_path):
         "from fedsim.runner import run\n"
         "cfg = load_config(None, ['rounds=1', 'data.train_size=200', 'data.test_size=100', "
         "\"model.init='scratch'\", 'clients.num=2', 'clients.per_round=2', "
-        "'resources.client_cpus=4', 'resources.total_cpus=2'])\n"
+        "'resources.client_cpus=4', 'resources.total_cpus=2', \"resources.engine='ray'\"])\n"
         "try:\n"
         "    run(cfg, sys.argv[1], log=lambda m: None)\n"
         "except RuntimeError:\n"

@@ -195,7 +195,8 @@ def test_a_leftover_session_note_outside_fedsims_folders_touches_nothing(tmp_pat
 KILLABLE = ["--set", "rounds=4", "--set", "data.train_size=300", "--set", "data.test_size=100",
             "--set", "model.init='scratch'", "--set", "clients.num=3", "--set", "clients.per_round=2",
             "--set", "attack.malicious=[0]", "--set", "attack.update.name='neurotoxin'", "--set", "attack.update.params={k_percent=5.0}",
-            "--set", "strategy.name='foolsgold'", "--set", "resources.total_cpus=2"]
+            "--set", "strategy.name='foolsgold'", "--set", "resources.total_cpus=2",
+            "--set", "resources.engine='ray'"]  # Ray's: its orphaned agents after the kill -9
 COMPARED = ("rounds", "clean_accuracy", "attack_success_rate", "max_attack_success_rate",
             "initial_clean_accuracy", "retrieval", "bytes_up", "bytes_down", "mean_tpr", "mean_fpr",
             "aggregated_rounds", "status")

@@ -39,6 +39,7 @@ per_round = 4
 malicious = [0]
 [resources]
 total_cpus = 2
+engine = "ray"  # the shared-cluster tests: cells on Ray (the in-process engine needs none)
 """
 ATTACKS = """
 [sweep.attack.patch]
@@ -530,7 +531,7 @@ def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_config
 # ---- end to end: real runs through Flower -------------------------------------------------
 
 TINY = ["rounds=1", "data.train_size=200", "data.test_size=100", "model.init='scratch'", "clients.num=2",
-        "clients.per_round=2", "attack.malicious=[0]", "resources.total_cpus=2"]
+        "clients.per_round=2", "attack.malicious=[0]", "resources.total_cpus=2", "resources.engine='ray'"]
 
 
 @pytest.mark.slow

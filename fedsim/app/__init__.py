@@ -34,12 +34,14 @@ from fedsim.app.build import (
     round_lr,
 )
 from fedsim.app.client_app import client_app
+from fedsim.app.local_grid import InProcessGrid
 from fedsim.app.recorder import CHECKPOINT, Recorder, finish, lifespan, load_checkpoint
 from fedsim.app.server_app import RunStopped, StoppableGrid, make_server_app, run_server, server_app
 
 __all__ = [
     "CHECKPOINT",
     "AttackPlan",
+    "InProcessGrid",
     "Recorder",
     "RunStopped",
     "StoppableGrid",
