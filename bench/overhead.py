@@ -1,6 +1,6 @@
-"""What the federated runtime costs: a fedsim run (Flower's simulation engine on Ray) against a
-plain PyTorch loop in one process doing the same clients' local steps on the same data and
-model, and round 1 against a steady round.
+"""What the federated runtime costs: a fedsim run on each engine (the in-process one, the
+default, and Flower's simulation on Ray) against a plain PyTorch loop in one process doing the
+same clients' local steps on the same data and model, and round 1 against a steady round.
 
     python bench/overhead.py [--repeat 3] [--set key=value ...] [--json]
 
@@ -9,8 +9,9 @@ sampled client from the global model with the client's own seed and learning rat
 (``fedsim.app.build``: the very ``build_client`` and ``LocalSetup`` the ClientApp uses), average
 the updates by num-examples (FedAvg) and evaluate the new global model. The plain loop trains
 the clients one after another with all of this process's threads; the simulation trains
-``total_cpus / client_cpus`` clients at once with ``client_threads`` each. The repeats are
-interleaved (plain, federated, plain, federated, ...) and the figures are medians. Default
+``total_cpus / client_cpus`` clients at once with ``client_threads`` each on Ray, one after
+another on the in-process engine. The repeats are interleaved (plain, in-process, Ray, plain,
+...) and the figures are medians; "federated" is the default engine (in-process). Default
 config: the quickstart at 3 rounds and 2,000 training samples; plain FedAvg, no attack (a
 malicious client's extra work would be the same on both sides).
 """
@@ -72,6 +73,15 @@ def plain_loop(cfg) -> dict:
 
 def federated(cfg) -> dict:
     """``fedsim run`` of the same config: seconds in all and per round (rounds.jsonl)."""
+    return _fedsim_run(cfg)
+
+
+def on_ray(cfg) -> dict:
+    """The same on Flower's simulation engine on Ray."""
+    return _fedsim_run(cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"engine": "ray"})}))
+
+
+def _fedsim_run(cfg) -> dict:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         summary = run(cfg, Path(d) / "run", log=lambda m: None)
@@ -91,9 +101,9 @@ def main() -> None:
     cfg = load(Path(__file__).resolve().parents[1] / "configs" / "quickstart.toml", [*DEFAULTS, *args.set])
     if cfg.clients.per_round != cfg.clients.num:
         sys.exit("bench/overhead.py: the plain loop trains every client; keep clients.per_round = clients.num")
-    runs = {"plain": [], "federated": []}
+    runs = {"plain": [], "federated": [], "ray": []}
     for i in range(args.repeat):
-        for name, fn in (("plain", plain_loop), ("federated", federated)):
+        for name, fn in (("plain", plain_loop), ("federated", federated), ("ray", on_ray)):
             runs[name].append(fn(cfg))
             r = runs[name][-1]
             print(f"repeat {i + 1}/{args.repeat} {name:9s} {r['wall_s']:6.1f} s  rounds "
@@ -111,11 +121,17 @@ def main() -> None:
         "plain_round1_s": med("plain", lambda r: r["rounds_s"][0]), "plain_steady_s": med("plain", steady),
         "federated_round1_s": med("federated", lambda r: r["rounds_s"][0]),
         "federated_steady_s": med("federated", steady),
+        "engine": cfg.resources.engine_for(cfg.faults.straggler_rate),
+        "ray_s": med("ray", lambda r: r["wall_s"]), "ray_round1_s": med("ray", lambda r: r["rounds_s"][0]),
+        "ray_steady_s": med("ray", steady),
         "runs": runs,
     }
+    out["ray_ratio"] = out["ray_s"] / out["plain_s"]
+    out["ray_round1_over_steady"] = out["ray_round1_s"] / out["ray_steady_s"]
     out["ratio"] = out["federated_s"] / out["plain_s"]
     out["round1_over_steady"] = out["federated_round1_s"] / out["federated_steady_s"]
-    print(f"federated / plain: {out['federated_s']:.1f} s / {out['plain_s']:.1f} s = {out['ratio']:.2f} (goal ≤ 1.10)")
+    print(f"federated ({out['engine']}) / plain: {out['federated_s']:.1f} s / {out['plain_s']:.1f} s = "
+          f"{out['ratio']:.2f} (goal ≤ 1.2); on Ray {out['ray_s']:.1f} s = {out['ray_ratio']:.2f}")
     print(f"round 1 / steady round (federated): {out['federated_round1_s']:.1f} s / "
           f"{out['federated_steady_s']:.1f} s = {out['round1_over_steady']:.2f} (goal ≤ 1.3)")
     if args.json:
