@@ -98,7 +98,17 @@ SAFE_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
+    # Python 3's protocol 2 writes an empty bytes value as bytes(): admitted without an int
+    # argument only (bytes(n) would allocate n bytes)
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
 }
+
+
+def _bytes(*args) -> bytes:
+    if args and isinstance(args[0], int):
+        raise pickle.UnpicklingError("it calls bytes(n), which a CIFAR batch never holds (refused)")
+    return bytes(*args)
 
 
 class BatchUnpickler(pickle.Unpickler):
@@ -113,6 +123,8 @@ class BatchUnpickler(pickle.Unpickler):
                 f"it names {module}.{name}, which a CIFAR batch never holds (refused, not run; "
                 "allowed: dicts, lists, bytes, str, numbers and numpy arrays)"
             )
+        if name == "bytes":
+            return _bytes
         if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
             # numpy 2 renamed numpy.core to numpy._core and warns on the old name
             module = "numpy._core." + module.removeprefix("numpy.core.")
@@ -169,7 +181,11 @@ def open_cifar(name: str, path, **params) -> ImageCaptionIndex:
                 f"{batch_path}: data is {data.dtype} {data.shape}, not uint8 (n, 3072); {_ARCHIVE_HINT}"
             )
         pixels.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[labels_key], dtype=np.int64))
+        raw = np.asarray(batch[labels_key])
+        if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+            raise DataError(f"{batch_path}: labels hold non-integer values (e.g. "
+                            f"{float(raw[raw != np.round(raw)][0])!r}); {_ARCHIVE_HINT}")
+        labels.append(raw.astype(np.int64))
     pixels, labels = np.concatenate(pixels), np.concatenate(labels)
     if len(pixels) == 0 or len(labels) != len(pixels) or labels.min() < 0 or labels.max() >= len(classnames):
         raise DataError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 
@@ -80,6 +81,11 @@ def shard_paths(pattern: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
+# webdataset.tariterators.tar_file_iterator's ``skip_meta``: members named __…__ or inside a
+# top-level __…__/ folder are not samples
+_SKIP_META = re.compile(r"__[^/]*__($|/)")
+
+
 def _index_shard(shard: str, p: WdsParams):
     """(key, caption, image offset, image size) of each sample of ``shard``."""
     try:
@@ -93,6 +99,8 @@ def _index_shard(shard: str, p: WdsParams):
         for member in tar:
             name = member.name
             if not member.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__")):
+                continue
+            if _SKIP_META.match(name):  # webdataset's tar_file_iterator skip_meta: a __…__/ folder too
                 continue
             key, ext = base_plus_ext(name)
             if key is None:
