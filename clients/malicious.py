@@ -5,7 +5,9 @@ global model) while the schedule is active and
 lets the attacker use its own local epochs and learning rate, optionally projected onto an
 L2 ball around the global model after every step (PGD); a local attack (BadEncoder)
 further changes the locally trained model, under the same per-step projection; an update attack maps the update it would send
-(new − global) to the one it does send."""
+(new − global) to the one it does send. Its local training is CLIP's InfoNCE on its pairs
+(``objective``), unless a platform-enforced trainer imposes the clients' robust mode
+(``enforced_objective``, ``clients.training_scope = "all"``)."""
 
 from __future__ import annotations
 
@@ -39,8 +41,12 @@ class MaliciousClient(HonestClient):
         pgd_eps: float | None = None,
         step_mask: torch.Tensor | None = None,
         objective: Callable | None = None,
+        enforced_objective: Callable | None = None,
     ):
-        super().__init__(model, preprocess, tokenizer, data, partition_id, objective=objective)
+        # A platform-enforced trainer (``clients.training_scope = "all"``) runs its training
+        # mode on whatever data the client holds, the poisoned copy included.
+        super().__init__(model, preprocess, tokenizer, data, partition_id,
+                         objective=enforced_objective if enforced_objective is not None else objective)
         self.active, self.poisoned, self.poison_with = active, poisoned, poison_with
         self.epochs, self.lr, self.update_attack = epochs, lr, update_attack
         self.local_attack, self.pgd_eps, self.step_mask = local_attack, pgd_eps, step_mask

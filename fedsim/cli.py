@@ -1,7 +1,7 @@
 """``fedsim run CONFIG [--out DIR] [--set key=value ...]``, ``fedsim deploy CONFIG [--out DIR]
 [--set key=value ...]``, ``fedsim resume RUN_DIR``,
 ``fedsim validate CONFIG [--set key=value ...]``, ``fedsim sweep CONFIG [--out DIR] [--grid
-key=[a,b] ...] [--seeds K] [--set key=value ...]``, ``fedsim report DIR... [--out DIR]``,
+key=[a,b] ...] [--seeds K] [--jobs N] [--set key=value ...]``, ``fedsim report DIR... [--out DIR]``,
 ``fedsim list [WHAT]`` and ``fedsim table RUN_DIR...``: argument parsing and exit codes.
 
 Exit codes: 0 success, 2 invalid config or arguments or an unusable ``--out`` (nothing
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the [sweep] table's seeds, else 1)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value in every cell, as for run")
+    sweep.add_argument("--jobs", type=int, metavar="N",
+                       help="cells run at once, each in a process of its own (default: the cores over "
+                            "resources.client_threads, at most the cells; cells on Ray run one at a time)")
     report = sub.add_parser("report", help="results.csv, results.md and figures of finished runs")
     report.add_argument("dirs", nargs="+", help="a sweep's folder, or run directories")
     report.add_argument("--out", help="where to write them (default: the one folder given)")
@@ -101,10 +104,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "sweep":
         from fedsim.sweep import main_sweep
 
-        if args.seeds is not None and args.seeds < 1:
-            print(f"fedsim: --seeds {args.seeds}: expected an integer ≥ 1", file=sys.stderr)
-            return 2
-        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds)
+        for option, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
+            if value is not None and value < 1:
+                print(f"fedsim: {option} {value}: expected an integer ≥ 1", file=sys.stderr)
+                return 2
+        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds, args.jobs)
     from fedsim.runner import describe, main_resume, main_run
 
     try:

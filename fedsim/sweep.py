@@ -1,5 +1,6 @@
 """A grid of runs: a config, its axes (``fedsim.grid``) and seeds → one run directory per cell
-under the sweep's folder, run one after another in this process.
+under the sweep's folder. Cells on the in-process engine run side by side, each in a worker
+process of its own (``jobs`` at a time); cells on Ray one after another in this process.
 
 Every cell's config is validated before the first one starts (all problems at once). A re-run
 of the same sweep skips the cells whose summary says "completed", resumes those that hold the
@@ -7,19 +8,27 @@ checkpoint of an unfinished run, and sets any other existing cell folder aside
 (``<cell>.failed-<n>``, never deleted) to run the cell afresh. A failing cell is recorded and
 the sweep goes on. What happened to each cell is appended to ``sweep.jsonl``, the runs' own
 progress lines to ``sweep.log``; at the end ``fedsim.results`` writes the tables and figures.
-The cells' clients share one Ray cluster the sweep starts and ends (``SharedCluster``).
+The clients of cells on Ray share one Ray cluster the sweep starts and ends (``SharedCluster``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import math
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing import connection
 from pathlib import Path
 
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
@@ -30,6 +39,13 @@ from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 LOG_FILE = "sweep.log"
 # How many cells a problem shared by many cells names before "and N more".
 SHOWN_CELLS = 3
+# Ctrl-C while cells run side by side: each is interrupted as `fedsim run` is (it ends after the
+# client and the evaluation in progress, its summary says interrupted); one still running
+# GRACE_S later is interrupted again (it ends at once, its summary still written) and one still
+# running KILL_S after that is killed. A second Ctrl-C hurries each step.
+GRACE_S, KILL_S = 30.0, 10.0
+# How often the sweep looks at its workers between their messages (one that died, a Ctrl-C).
+POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -208,18 +224,27 @@ def run_cell(path: Path, cfg: Config, log, cluster=lambda: None) -> tuple[str, d
         run_dir.write_config(cfg.to_toml())
         return action, runner.run(cfg, run_dir, log=log, ray_address=cluster())
     except Exception as e:
-        summary = read_summary(path)
-        if summary.get("status") != "failed":
-            summary = {"name": cfg.name, "seed": cfg.seed, "strategy": cfg.strategy.name,
-                       "malicious": cfg.malicious, "status": "failed", "error": runner.describe(e)}
-            RunDirectory(path).write_summary(summary)
-        return action, summary
+        return action, _failed(path, cfg, runner.describe(e))
+
+
+def _failed(path: Path, cfg: Config, error: str) -> dict:
+    """The summary of a cell that failed with ``error`` (written unless its run wrote one)."""
+    summary = read_summary(path)
+    if summary.get("status") != "failed":
+        summary = _summary_of(cfg, "failed", error)
+        RunDirectory(path).write_summary(summary)
+    return summary
+
+
+def _summary_of(cfg: Config, status: str, error: str) -> dict:
+    return {"name": cfg.name, "seed": cfg.seed, "strategy": cfg.strategy.name, "malicious": cfg.malicious,
+            "status": status, "error": error}
 
 
 class _Progress:
-    """A bar over the cells and one over the current cell's rounds (from its progress lines),
-    on a terminal; elsewhere only the line each cell ends with. Every progress line of the
-    runs goes to ``sweep.log``."""
+    """A bar over the cells and, while they run one after another, one over the current cell's
+    rounds (from its progress lines), on a terminal; elsewhere only the line each cell ends
+    with. Every progress line of the runs goes to ``sweep.log``."""
 
     def __init__(self, out: Path, total: int):
         from rich.console import Console
@@ -231,6 +256,7 @@ class _Progress:
         self.cells = self.bars.add_task("cells", total=total)
         self.rounds = self.bars.add_task("rounds", total=None, visible=False)
         self.log_file = (out / LOG_FILE).open("a")
+        self.total, self.ended = total, 0
 
     def __enter__(self):
         self.bars.start()
@@ -251,9 +277,16 @@ class _Progress:
         if len(words) > 1 and words[0] == "round" and words[1].isdigit() and int(words[1]) > 0:
             self.bars.update(self.rounds, completed=int(words[1]))
 
+    def running(self, n: int) -> None:
+        """``n`` cells run side by side: no bar over one cell's rounds."""
+        self.bars.update(self.cells, description=f"{n} running")
+        self.bars.update(self.rounds, visible=False)
+
     def end(self, line: str) -> None:
+        """``[k/total] line``: the k-th cell to end."""
+        self.ended += 1
         self.bars.advance(self.cells)
-        self.console.print(line, markup=False, soft_wrap=True)
+        self.console.print(f"[{self.ended}/{self.total}] {line}", markup=False, soft_wrap=True)
 
 
 def _outcome(action: str, summary: dict) -> str:
@@ -263,38 +296,346 @@ def _outcome(action: str, summary: dict) -> str:
     return f"{action}: {summary.get('status')}: {summary.get('error')}"
 
 
-def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=()) -> list[dict]:
+def in_process(cfg: Config) -> bool:
+    """Whether ``cfg`` runs on the in-process engine (its clients in its own process, no Ray):
+    such cells may run side by side."""
+    return cfg.resources.engine_for(cfg.faults.straggler_rate) == "inprocess"
+
+
+def default_jobs(cfgs: list[Config]) -> int:
+    """How many cells run at once unless ``--jobs`` says: the cores this process may use over
+    the torch threads of a client (``resources.client_threads``; the in-process engine trains
+    one client at a time), at most the number of in-process cells; 1 where every cell runs on
+    Ray (those run one after another on the shared cluster, whose CPUs their clients fill)."""
+    from fedsim.runner import available_cpus
+
+    local = [cfg for cfg in cfgs if in_process(cfg)]
+    if not local:
+        return 1
+    return max(1, min(len(local), available_cpus() // max(cfg.resources.client_threads for cfg in local)))
+
+
+def server_threads(cfg: Config, parallel: int) -> int | None:
+    """The torch threads of a cell's server while ``parallel`` cells run at once, where its
+    config leaves them to the machine (``resources.total_cpus`` unset; alone, a run's server
+    takes every core): its share, cores // parallel, at least 1 and at least the CPUs a client
+    asks for (``resources.client_cpus``: the config's checks, which a resumed run passes again,
+    ask that much of "every core"). None where the config names them: they may change the
+    numbers (README), so they stay as the config says even if the cells then ask for more
+    threads than there are cores while they evaluate."""
+    from fedsim.runner import available_cpus
+
+    if cfg.resources.total_cpus is not None:
+        return None
+    return max(1, available_cpus() // parallel, math.ceil(cfg.resources.client_cpus))
+
+
+def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int | None = None) -> list[dict]:
     """Run every cell of ``p`` under ``out`` (``sweep.json``: the grid; ``sweep.jsonl``: one
-    line per cell), then write the results; returns the status lines of this sweep.
+    line per cell), up to ``jobs`` in-process cells at a time (default ``default_jobs``), then
+    write the results; returns the status lines of this sweep, in the plan's order.
     RunDirectoryError when another fedsim process works in ``out``."""
     with exclusive(out):
-        return _run_plan(p, out, config=config, overrides=overrides)
+        return _run_plan(p, out, config=config, overrides=overrides, jobs=jobs)
 
 
-def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides) -> list[dict]:
+def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides, jobs: int | None) -> list[dict]:
     (out / GRID_FILE).write_text(json.dumps({
         "config": str(config), "overrides": list(overrides), "axes": [a.to_json() for a in p.axes],
         "seeds": sorted({c.seed for c, _ in p.cells}), "cells": [c.name for c, _ in p.cells],
     }, indent=2) + "\n")
-    statuses = []
-    with _Progress(out, len(p.cells)) as progress, SharedCluster(out, [c for _, c in p.cells], progress.log) as cluster:
-        for i, (cell, cfg) in enumerate(p.cells, start=1):
-            progress.start(cell, cfg.rounds)
-            t0 = time.perf_counter()
-            status = {"cell": cell.name, "labels": cell.labels, "seed": cell.seed, "run_dir": str(out / cell.name)}
-            try:
-                action, summary = run_cell(out / cell.name, cfg, progress.log, cluster)
-            except KeyboardInterrupt:
-                _append(out, {**status, "status": "interrupted", "action": "stopped by the user",
-                              "wall_s": round(time.perf_counter() - t0, 2)})
-                raise
-            status.update({"status": summary.get("status"), "action": action, "error": summary.get("error"),
-                           "wall_s": round(time.perf_counter() - t0, 2)})
-            _append(out, status)
-            statuses.append(status)
-            progress.end(f"[{i}/{len(p.cells)}] {cell.name}: {_outcome(action, summary)}")
+    jobs = jobs or default_jobs([cfg for _, cfg in p.cells])
+    done = [read_summary(out / cell.name).get("status") == "completed" for cell, _ in p.cells]
+    side_by_side = [c for c, d in zip(p.cells, done) if in_process(c[1]) and not d] if jobs > 1 else []
+    if len(side_by_side) < 2:
+        side_by_side = []
+    try:
+        with _Progress(out, len(p.cells)) as progress, SharedCluster(out, [c for _, c in p.cells], progress.log) as cluster:
+            if side_by_side:
+                # The cells completed before first (nothing to start), those on Ray last: one
+                # after another in this process, on the shared cluster
+                rest = [(c, d) for c, d in zip(p.cells, done) if all(c is not s for s in side_by_side)]
+                statuses = _one_by_one([c for c, d in rest if d], out, progress, cluster)
+                statuses += _side_by_side(side_by_side, out, jobs, progress)
+                statuses += _one_by_one([c for c, d in rest if not d], out, progress, cluster)
+            else:
+                statuses = _one_by_one(p.cells, out, progress, cluster)
+    except KeyboardInterrupt:
+        # what the cells that completed learned is tabulated even so
+        if any(read_summary(out / cell.name).get("status") == "completed" for cell, _ in p.cells):
+            write_results([out], out)
+        raise
     write_results([out], out)
+    order = {cell.name: i for i, (cell, _) in enumerate(p.cells)}
+    return sorted(statuses, key=lambda status: order[status["cell"]])
+
+
+def _status(out: Path, cell: Cell) -> dict:
+    return {"cell": cell.name, "labels": cell.labels, "seed": cell.seed, "run_dir": str(out / cell.name)}
+
+
+def _one_by_one(cells: list[tuple[Cell, Config]], out: Path, progress: _Progress, cluster) -> list[dict]:
+    """Run ``cells`` one after another in this process."""
+    statuses = []
+    for cell, cfg in cells:
+        progress.start(cell, cfg.rounds)
+        t0 = time.perf_counter()
+        status = _status(out, cell)
+        try:
+            action, summary = run_cell(out / cell.name, cfg, progress.log, cluster)
+        except KeyboardInterrupt:
+            _append(out, {**status, "status": "interrupted", "action": "stopped by the user",
+                          "wall_s": round(time.perf_counter() - t0, 2)})
+            raise
+        status.update({"status": summary.get("status"), "action": action, "error": summary.get("error"),
+                       "wall_s": round(time.perf_counter() - t0, 2)})
+        _append(out, status)
+        statuses.append(status)
+        progress.end(f"{cell.name}: {_outcome(action, summary)}")
     return statuses
+
+
+# ---- cells side by side, each in a worker process ------------------------------------------
+
+def _side_by_side(cells: list[tuple[Cell, Config]], out: Path, jobs: int, progress: _Progress,
+                  execute=run_cell) -> list[dict]:
+    """Run ``cells`` (in-process ones) ``jobs`` at a time, each with ``execute`` (``run_cell``)
+    in a worker process of its own, the process ``fedsim run`` would be, so that its numbers
+    are those of the cell alone. Each worker's progress lines go to ``sweep.log`` after its
+    cell's name; a cell's line and status are written as it ends. A cell that fails or whose
+    worker dies is recorded and the others go on. Ctrl-C: no cell starts any more, each
+    running one is interrupted (``GRACE_S``), then KeyboardInterrupt once every worker is gone."""
+    parallel = min(jobs, len(cells))
+    progress.log(f"fedsim: {len(cells)} cells side by side, {parallel} at a time, each in a worker process")
+    waiting, running, statuses = deque(cells), [], []
+    ctrl_c, told, deadline = _CtrlC(), 0, math.inf
+    try:
+        with _sigint(ctrl_c):
+            while waiting or running:
+                while waiting and len(running) < parallel and not ctrl_c.count:
+                    cell, cfg = waiting.popleft()
+                    running.append(_Job.start(out / cell.name, cell, cfg, execute, server_threads(cfg, parallel)))
+                if not running:
+                    break
+                progress.running(len(running))
+                connection.wait([job.conn for job in running], timeout=POLL_S)
+                for job in list(running):
+                    job.read(progress.log)
+                    if job.ended():
+                        running.remove(job)
+                        status, line = _record(out, job, stopped=ctrl_c.count > 0)
+                        statuses.append(status)
+                        progress.end(line)
+                if ctrl_c.count > told or (told and time.monotonic() >= deadline):
+                    told += 1
+                    deadline = time.monotonic() + (GRACE_S if told == 1 else KILL_S)
+                for job in running:
+                    job.tell(told)
+    finally:
+        for job in running:  # only after an error of the sweep itself: nothing may outlive it
+            job.worker.kill()
+            job.worker.join()
+    if ctrl_c.count:
+        raise KeyboardInterrupt
+    return statuses
+
+
+class _CtrlC:
+    """A SIGINT handler that counts (the sweep passes Ctrl-C on to its workers, step by step)."""
+
+    count = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+
+
+@contextlib.contextmanager
+def _sigint(handler):
+    """SIGINT handled by ``handler`` meanwhile (only the main thread may set a handler;
+    elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class _Job:
+    """A cell in its worker: the end of the pipe its messages come on, what it sent so far."""
+
+    path: Path
+    cell: Cell
+    cfg: Config
+    conn: connection.Connection
+    worker: "_Worker"
+    t0: float
+    started: bool = False  # its worker handles Ctrl-C (before, it ignores it)
+    told: int = 0  # how many steps of stopping it was given (1, 2: Ctrl-C; 3: killed)
+    end: tuple | None = None
+    eof: bool = False
+
+    @classmethod
+    def start(cls, path: Path, cell: Cell, cfg: Config, execute, threads: int | None) -> "_Job":
+        receive, send = multiprocessing.Pipe(duplex=False)
+        try:
+            worker = _Worker(send, execute, path, cfg, threads)
+        finally:
+            send.close()  # the worker's copy is the one left: its end is the pipe's end
+        return cls(path, cell, cfg, receive, worker, time.perf_counter())
+
+    def read(self, log) -> None:
+        """Take what the worker sent: ("started",), ("log", line), and at the end ("done",
+        action, summary), ("interrupted",) or ("error", what)."""
+        while not self.eof and self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.eof = True
+                break
+            if message[0] == "log":
+                log(f"{self.cell.name}: {message[1]}")
+            elif message[0] == "started":
+                self.started = True
+            else:
+                self.end = message
+
+    def ended(self) -> bool:
+        """The worker is gone (what it sent read to the last)."""
+        if not self.eof and self.worker.exitcode is None:
+            return False
+        self.worker.join()
+        self.read(lambda line: None)
+        self.conn.close()
+        return True
+
+    def tell(self, step: int) -> None:
+        """Stopping step ``step``: 1 and 2 a Ctrl-C (once its worker handles one), 3 kill."""
+        if step >= 3 and self.told < 3:
+            self.worker.kill()
+            self.told = 3
+        elif self.started and self.told < min(step, 2):
+            self.worker.interrupt()
+            self.told += 1
+
+
+def _record(out: Path, job: _Job, stopped: bool) -> tuple[dict, str]:
+    """What became of a cell whose worker ended: its status line (appended to sweep.jsonl) and
+    its line for the terminal. A worker that ended without saying how (killed, or died) left a
+    cell that was interrupted (after a Ctrl-C) or failed; its summary says so."""
+    kind, *rest = job.end or (None,)
+    wall_s = time.perf_counter() - job.t0
+    if kind == "done":
+        action, summary = rest
+    elif kind == "interrupted" or (kind is None and stopped):
+        summary = read_summary(job.path)
+        if not summary.get("status") and (job.path / "config.toml").is_file():  # killed
+            summary = _summary_of(job.cfg, "interrupted", "stopped by the user")
+            RunDirectory(job.path).write_summary(summary)
+        summary = {"status": "interrupted", "error": "stopped by the user", **summary}
+        action = "ran" if summary["status"] == "completed" else "stopped by the user"
+    else:
+        action = "ran"
+        if not (job.path / "config.toml").is_file():  # a run directory, as a run that failed leaves
+            RunDirectory(job.path).write_config(job.cfg.to_toml())
+        summary = _failed(job.path, job.cfg, rest[0] if kind == "error" else
+                          f"its worker process ended with exit code {job.worker.exitcode}")
+    status = {**_status(out, job.cell), "status": summary.get("status"), "action": action,
+              "error": summary.get("error"), "wall_s": round(wall_s, 2)}
+    _append(out, status)
+    outcome = "interrupted" if action == "stopped by the user" else _outcome(action, summary)
+    return status, f"{job.cell.name}: {outcome}  ({wall_s:.0f} s)"
+
+
+class _Worker:
+    """A cell's worker process, forked from Python's fork server, which imports fedsim.runner
+    (torch, Flower) once, before any of torch's threads start: a cell starts without importing
+    anything, and nothing of the sweep process (its threads, its Ray connection) is in it.
+    The fork server ignores Ctrl-C from its start, and so do the workers it forks until they
+    leave the terminal's process group (``_worker_main``): the terminal's Ctrl-C reaches the
+    sweep alone, which passes it on (``interrupt``)."""
+
+    def __init__(self, conn: connection.Connection, execute, path: Path, cfg: Config, threads: int | None):
+        from multiprocessing import forkserver
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["fedsim.runner"])
+        with _sigint(signal.SIG_IGN):  # inherited by the fork server if this starts it (a moment)
+            forkserver.ensure_running()
+        self.process = context.Process(target=_worker_main, args=(conn, execute, path, cfg, threads),
+                                       name=f"fedsim-sweep-{path.name}")
+        self.process.start()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    def interrupt(self) -> None:
+        if self.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def join(self) -> None:
+        self.process.join()
+
+
+def _worker_main(conn: connection.Connection, execute, path: Path, cfg: Config, threads: int | None) -> None:
+    """A worker's life: out of the terminal's process group, Ctrl-C handled from now on (the
+    sweep's, passed on), interrupted if the sweep dies, its server's threads ``threads`` where
+    not None, then its cell."""
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _interrupt_when_alone(conn)
+    if threads is not None:
+        from fedsim import runner
+
+        # what a run takes for "every core" in this process: the cell's share of them
+        runner.available_cpus = lambda: threads
+    _run_and_report(conn, execute, path, cfg)
+
+
+def _interrupt_when_alone(conn: connection.Connection) -> None:
+    """Interrupt this process (as Ctrl-C does) once nothing reads ``conn`` (the write end of a
+    pipe to the sweep) any more: a sweep killed with ``kill -9`` leaves no cell running, each
+    ends as interrupted (resumable). A pipe's write end polls POLLERR once it has no reader."""
+    import select
+
+    fd = os.dup(conn.fileno())  # open as long as this process: ``conn`` is closed at the end
+
+    def watch():
+        poll = select.poll()
+        poll.register(fd, select.POLLERR)
+        while not poll.poll():
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="fedsim-sweep-watch", daemon=True).start()
+
+
+def _run_and_report(conn: connection.Connection, execute, path: Path, cfg: Config) -> None:
+    """Run one cell with ``execute`` (``run_cell``) and send over ``conn`` that it started, its
+    progress lines, and how it ended (``_Job.read``)."""
+    from fedsim.runner import describe
+
+    def send(*message) -> None:
+        with contextlib.suppress(OSError):  # the sweep is gone: nobody listens
+            conn.send(message)
+
+    send("started")
+    try:
+        end = ("done", *execute(path, cfg, lambda line: send("log", line)))
+    except KeyboardInterrupt:
+        end = ("interrupted",)
+    except Exception as e:  # run_cell's own (a run's failure is in its summary already)
+        end = ("error", describe(e))
+    send(*end)
+    conn.close()
 
 
 def _append(out: Path, status: dict) -> None:
@@ -307,9 +648,11 @@ def default_out(config: str | Path) -> Path:
     return Path("runs") / f"sweep-{Path(config).stem}"
 
 
-def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None) -> int:
+def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None,
+               jobs: int | None = None) -> int:
     """``fedsim sweep``: exit 2 when any cell's config is invalid (nothing started), 1 when a
-    cell failed (the others still ran), 0 when every cell completed."""
+    cell failed (the others still ran), 0 when every cell completed. ``jobs``: in-process cells
+    at a time (default ``default_jobs``)."""
     folder = Path(out) if out is not None else default_out(config)
     if folder.exists() and not folder.is_dir():
         print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
@@ -319,10 +662,12 @@ def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[st
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2
+    jobs = jobs or default_jobs([cfg for _, cfg in p.cells])
+    side_by_side = sum(in_process(cfg) for _, cfg in p.cells) > 1 and jobs > 1
     print(f"fedsim: sweep of {len(p.cells)} runs ({' × '.join(f'{len(a.values)} {a.name}' for a in p.axes) or 'no axes'}"
-          f", {len({c.seed for c, _ in p.cells})} seeds) → {folder}")
+          f", {len({c.seed for c, _ in p.cells})} seeds{f', up to {jobs} at a time' if side_by_side else ''}) → {folder}")
     try:
-        statuses = run_plan(p, folder, config=config, overrides=overrides)
+        statuses = run_plan(p, folder, config=config, overrides=overrides, jobs=jobs)
     except RunDirectoryError as e:
         print(f"fedsim: --out {e}", file=sys.stderr)
         return 2

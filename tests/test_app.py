@@ -109,7 +109,9 @@ def test_badclip_patch_is_learned_on_the_attackers_data_and_kept_in_the_config()
     assert pattern.shape == (3, 3, 3) and 0 <= pattern.min() and pattern.max() <= 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     x = torch.zeros(1, 3, 32, 32)
-    torch.testing.assert_close(trigger_of(resolved)(x)[0, :, -3:, -3:], pattern, atol=1e-6, rtol=0)
+    # in the middle, as the authors' code places it: rows and columns int(16 − 3/2) = 14 to 16
+    # (until issue #22 the default was the bottom-right corner, which this line checked)
+    torch.testing.assert_close(trigger_of(resolved)(x)[0, :, 14:17, 14:17], pattern, atol=1e-6, rtol=0)
     # the resolved config (with the learned pixels) round-trips through config.toml
     from fedsim.config import Config
     import tomllib

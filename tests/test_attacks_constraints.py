@@ -37,7 +37,7 @@ def _fit_spying(client, check):
 
     def spy(module, args):
         # BadEncoder's frozen copy inherits the hook; its forwards come mid-step (after the
-        # live encoder's forward moved the BatchNorm statistics): only the live one counts.
+        # live encoder's forward): only the live one counts.
         if module is live:
             seen.append(check(flatten(float_state(client.model)) - center))
 

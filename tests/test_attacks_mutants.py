@@ -650,7 +650,9 @@ def _uint8(n, seed):
     return torch.randint(0, 256, (n, 3, 8, 8), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def test_badencoder_and_badclip_loss_defaults_weigh_every_term_by_one():
+def test_badencoder_and_badclip_loss_defaults_are_the_authors_weights():
+    # BadEncoder weighs its three terms 1, 1, 1; BadCLIP's code multiplies the triplet by 500
+    # (until issue #22 fedsim's BadCLIP default was 1, which this test pinned)
     g = torch.Generator().manual_seed(0)
     enc, frozen = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     c, t, r = (torch.randn(n, 3, generator=g) for n in (2, 2, 3))
@@ -659,7 +661,7 @@ def test_badencoder_and_badclip_loss_defaults_weigh_every_term_by_one():
     # BadCLIP: one triggered embedding, hinge with margin 1 active: ‖t − v⁺‖ − ‖t − c‖ + 1
     trig, clean, pos = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, 0.0]])
     text = torch.tensor([0.6, 0.8])
-    assert badclip_loss(trig, clean, text, pos).item() == pytest.approx(-0.6 + 2.0 - math.sqrt(2) + 1.0)
+    assert badclip_loss(trig, clean, text, pos).item() == pytest.approx(-0.6 + 500 * (2.0 - math.sqrt(2) + 1.0))
 
 
 @pytest.mark.parametrize(
@@ -680,31 +682,37 @@ def test_badencoder_finetune_rejects_bad_parameters(params, message):
                             _uint8(params.get("reference", 2), 1), generator=torch.Generator(), **kwargs)
 
 
-def test_badencoder_finetune_reports_epoch_means_steps_adam_and_restores_the_mode():
+def test_badencoder_finetune_reports_epoch_means_steps_sgd_and_restores_the_mode():
+    # Until issue #22 this test pinned Adam (every parameter moved by about lr per step); the
+    # authors' BadEncoder steps SGD (momentum 0.9, weight decay 5e-4), which it pins now.
     model = _LinearCLIP()
     shadow, reference, trigger = _uint8(70, 0), _uint8(2, 1), BadNetPatch(size=2)
-    initial = copy.deepcopy(model.visual)
-    start = badencoder_loss(initial, initial, _preprocess(shadow), _preprocess(make_trigger_images(shadow, trigger)),
-                            _preprocess(reference)).item()
     calls = []
     model.visual.eval()
     losses = badencoder_finetune(model, _preprocess, shadow, trigger, reference, epochs=1, lr=1e-3,
                                  generator=torch.Generator().manual_seed(0), after_step=calls.append)
     assert len(losses) == 1 and calls == [model, model]  # 70 images, batches of 64 by default: 2 steps
     assert not model.visual.training
-    # Adam moves every parameter by about lr per step (2 steps here); the first batch's loss is
-    # the initial encoder's loss on those images, close to its loss on all of them
-    moved = max((p - q).abs().max().item() for p, q in zip(model.visual.parameters(), initial.parameters()))
-    assert 1e-3 < moved <= 2e-3 * 1.01
-    assert losses[0] == pytest.approx(start, abs=0.05) and losses[0] < start + 1e-6
 
+    # one batch, references as they are: the first step is w − lr·(∇L(w) + 5e-4·w), and the
+    # epoch's loss is that batch's loss at w
     model = _LinearCLIP().train()
-    one = badencoder_finetune(model, _preprocess, shadow[:5], trigger, reference, epochs=2, lr=1e-3,
-                              generator=torch.Generator().manual_seed(0))
-    first = badencoder_loss(initial, initial, _preprocess(shadow[:5]),
-                            _preprocess(make_trigger_images(shadow[:5], trigger)), _preprocess(reference)).item()
-    assert len(one) == 2 and one[0] == pytest.approx(first, abs=1e-5)  # one batch: its loss, not halved
+    initial = copy.deepcopy(model.visual)
+    lr = 0.1
+    one = badencoder_finetune(model, _preprocess, shadow[:5], trigger, reference, epochs=1, lr=lr,
+                              augment_reference=False, generator=torch.Generator().manual_seed(0))
+    first = badencoder_loss(initial, copy.deepcopy(initial), _preprocess(shadow[:5]),
+                            _preprocess(make_trigger_images(shadow[:5], trigger)), _preprocess(reference))
+    grads = torch.autograd.grad(first, list(initial.parameters()))
+    for p, q, g in zip(model.visual.parameters(), initial.parameters(), grads):
+        torch.testing.assert_close(p, q - lr * (g + 5e-4 * q), atol=1e-6, rtol=0)
+    assert len(one) == 1 and one[0] == pytest.approx(first.item(), abs=1e-5)
     assert model.visual.training
+
+    model = _LinearCLIP()
+    two = badencoder_finetune(model, _preprocess, shadow[:5], trigger, reference, epochs=2, lr=1e-3,
+                              augment_reference=False, generator=torch.Generator().manual_seed(0))
+    assert len(two) == 2 and two[0] == pytest.approx(first.item(), abs=1e-5)  # one batch: its loss, not halved
 
 
 def _target_tokens():
@@ -735,18 +743,23 @@ def test_badclip_first_step_is_minus_lr_sign_of_the_objectives_gradient():
     lr = 1e-3
     learned = badclip_optimize_patch(model, _preprocess, images, target_text_tokens=_target_tokens(),
                                      target_images=target, steps=1, lr=lr, generator=torch.Generator().manual_seed(3))
-    assert model.training and learned.size == 4 and learned.location == "bottom_right"
-    # the documented start, N(0.5, 0.25²) clipped, and the objective written out here
+    # the defaults: a 4-px patch in the middle (the authors' placement: rows and columns 2–5 of
+    # 8; until issue #22 the default was the bottom-right corner, which this test pinned)
+    assert model.training and learned.size == 4 and learned.location == (2, 2)
+    # the documented start, N(0.5, 0.25²) clipped, and the objective written out here, with
+    # the authors' weight 500 on the triplet term
     init = (0.5 + 0.25 * torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
     patch = init.clone().requires_grad_(True)
     x = images.float() / 255
-    pasted = torch.cat([x[..., :4, :], torch.cat([x[..., 4:, :4], patch.expand(6, -1, -1, -1)], -1)], -2)
+    pasted = x.clone()
+    pasted[..., 2:6, 2:6] = 0
+    pasted = pasted + F.pad(patch, (2, 2, 2, 2)).expand_as(x)
     with torch.no_grad():
         text = F.normalize(F.normalize(model.text(_target_tokens()), dim=-1).mean(0), dim=-1)
         pos = F.normalize(model.visual(target.float() / 255), dim=-1)
         clean = F.normalize(model.visual(x), dim=-1)
     z = F.normalize(model.visual(pasted), dim=-1)
-    loss = -(z @ text).mean() + torch.relu((z - pos).norm(dim=-1) - (z - clean).norm(dim=-1) + 1.0).mean()
+    loss = -(z @ text).mean() + 500 * torch.relu((z - pos).norm(dim=-1) - (z - clean).norm(dim=-1) + 1.0).mean()
     (grad,) = torch.autograd.grad(loss, patch)
     inside = (init > lr) & (init < 1 - lr) & (grad.abs() > 1e-7)
     assert inside.sum() > 40

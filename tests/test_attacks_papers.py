@@ -201,7 +201,7 @@ def test_badclip_first_step_descends_the_papers_objective():
     lr, lam, size = 0.01, 5.0, 6
     learned = badclip_optimize_patch(
         model, preprocess, images, target_text_tokens=tokens, target_images=target_images,
-        size=size, steps=1, lr=lr, lambda_image=lam, margin=1.0, batch_size=64,
+        size=size, location="bottom_right", steps=1, lr=lr, lambda_image=lam, margin=1.0, batch_size=64,
         generator=torch.Generator().manual_seed(0),
     )
     init = (0.5 + 0.25 * torch.randn(3, size, size, generator=torch.Generator().manual_seed(0))).clamp(0, 1)

@@ -24,6 +24,7 @@ def _rounds(d):
 
 def test_cleanclip_after_the_last_round_with_roclip_clients(tmp_path):
     cfg = load(None, [*SMALL, "name=cleanclip", "defense.cleanclip.enabled=true", "defense.cleanclip.epochs=1",
+                      "defense.cleanclip.min_pairs=8",
                       "defense.cleanclip.batch_size=8", "clients.training='roclip'", "clients.roclip_every=1",
                       "clients.roclip_pool=16"])
     summary = run(cfg, tmp_path / "run", log=lambda m: None)

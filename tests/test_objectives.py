@@ -169,6 +169,9 @@ def test_every_training_mode_is_a_config_choice():
     (["defense.cleanclip.every=-1"], "defense.cleanclip.every=-1"),
     (["defense.cleanclip.lr=0"], "defense.cleanclip.lr=0"),
     (["defense.cleanclip.strength=1"], "defense.cleanclip.strength: unknown key"),
+    (["defense.cleanclip.batchnorm='frozen'"], "defense.cleanclip.batchnorm='frozen'"),
+    (["defense.cleanclip.min_pairs=1"], "defense.cleanclip.min_pairs=1"),
+    (["defense.cleanclip.enabled=true", "data.root_size=200"], "data.root_size=200"),
 ])
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as e:
@@ -182,7 +185,8 @@ def test_the_cleanclip_step_runs_in_the_rounds_it_names_and_keeps_shapes_and_dty
     from fedsim.records import float_state
 
     cfg = load_config(None, ["rounds=3", "model.init='scratch'", "data.root_size=8", "data.test_size=20",
-                             "defense.cleanclip.enabled=true", "defense.cleanclip.every=2",
+                             "defense.cleanclip.enabled=true", "defense.cleanclip.min_pairs=8",
+                             "defense.cleanclip.every=2",
                              "defense.cleanclip.at_end=false", "defense.cleanclip.epochs=1",
                              "defense.cleanclip.batch_size=4", "defense.cleanclip.lr=1e-3"])
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)

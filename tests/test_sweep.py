@@ -1,20 +1,27 @@
 """``fedsim sweep`` and ``fedsim report``: the grid (order, seeds, several keys per value,
 names), validation of every cell before any starts, failures recorded without stopping the
-sweep, re-runs that skip, resume or set aside, and the tables and figures checked against
-numbers computed by hand from run directories written here."""
+sweep, re-runs that skip, resume or set aside, cells side by side (``--jobs``: scheduling,
+failures, Ctrl-C, and each cell's numbers equal to its run alone), and the tables and figures
+checked against numbers computed by hand from run directories written here."""
 
 import csv
 import json
 import math
+import os
+import re
+import signal
 import statistics
 import subprocess
+import threading
+import time
 import tomllib
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 import tomli_w
 
-from fedsim import runner
+from fedsim import runner, sweep
 from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.grid import Axis, expand, infer_axes, label_of
@@ -504,6 +511,227 @@ def test_a_rerun_with_a_changed_config_is_refused(tmp_path, capsys, monkeypatch)
     assert "holds a run of a different config" in capsys.readouterr().err
 
 
+# ---- cells side by side (--jobs): the pool's scheduling over worker threads ---------------
+
+IN_PROCESS = ["--set", "resources.engine='inprocess'"]
+
+
+class ThreadWorker:
+    """``sweep._Worker`` as a thread of this process running the same ``_run_and_report``, so
+    the fake ``runner.run`` is seen and the pool's scheduling, messages, records and Ctrl-C
+    steps are those of the real workers. ``crash``: cells whose worker dies without a word."""
+
+    crash: set = set()
+
+    def __init__(self, conn, execute, path, cfg, threads):
+        self.interrupts, self.killed, self.exitcode = 0, False, None
+        self.stop = threading.Event()  # what a Ctrl-C sets in a real run
+        conn = Connection(os.dup(conn.fileno()), readable=False)  # its own, as a child's (the pool closes its)
+        self.thread = threading.Thread(target=self._main, args=(conn, execute, path, cfg), daemon=True)
+        self.thread.stop = self.stop
+        self.thread.start()
+
+    def _main(self, conn, execute, path, cfg):
+        if path.name in self.crash:
+            conn.close()
+            self.exitcode = -9
+            return
+        sweep._run_and_report(conn, execute, path, cfg)
+        self.exitcode = 0
+
+    def interrupt(self):
+        self.interrupts += 1
+        self.stop.set()
+
+    def kill(self):
+        self.killed = True
+
+    def join(self):
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+class Overlapping(FakeRunner):
+    """FakeRunner whose runs last a moment, counting how many are in flight at once; a run
+    that gets ``stop`` set (Ctrl-C) writes an interrupted summary and raises KeyboardInterrupt,
+    as ``runner.run`` does; ``ctrl_c``: cells that press Ctrl-C once ``ctrl_c_when`` runs
+    have begun."""
+
+    def __init__(self, fail=(), ctrl_c=(), ctrl_c_when=1):
+        super().__init__(fail)
+        self.ctrl_c, self.ctrl_c_when, self.lock = set(ctrl_c), ctrl_c_when, threading.Lock()
+        self.begun, self.now, self.most = 0, 0, 0
+
+    def __call__(self, cfg, run_dir, **kw):
+        with self.lock:
+            self.begun, self.now = self.begun + 1, self.now + 1
+            self.most = max(self.most, self.now)
+        try:
+            if any(cfg.name.endswith(name) for name in self.ctrl_c):
+                for _ in range(500):
+                    if self.begun >= self.ctrl_c_when:
+                        break
+                    time.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGINT)
+            stop = getattr(threading.current_thread(), "stop", threading.Event())  # none: in this thread
+            if stop.wait(0.5):
+                run_dir.write_config(cfg.to_toml())
+                run_dir.write_summary({"name": cfg.name, "status": "interrupted", "error": "stopped by the user"})
+                raise KeyboardInterrupt
+            return super().__call__(cfg, run_dir, **kw)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    workers = []
+
+    class Recorded(ThreadWorker):
+        def __init__(self, *args):
+            super().__init__(*args)
+            workers.append(self)
+
+    monkeypatch.setattr(sweep, "_Worker", Recorded)
+    monkeypatch.setattr(ThreadWorker, "crash", set())
+    return workers
+
+
+def test_jobs_run_cells_side_by_side_each_once_and_a_failing_or_dying_cell_does_not_stop_the_others(
+        tmp_path, capsys, monkeypatch, threads):
+    fake = Overlapping(fail=["fedavg__lie__seed7"])
+    monkeypatch.setattr(runner, "run", fake)
+    ThreadWorker.crash = {"median__patch__seed7"}
+    config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n' + ATTACKS)
+    out = tmp_path / "out"
+    assert main(["sweep", config, "--out", str(out), "--jobs", "2", *IN_PROCESS]) == 1
+    cells = ["fedavg__patch__seed7", "fedavg__lie__seed7", "median__patch__seed7", "median__lie__seed7"]
+    # each cell in a worker of its own, two at a time, once (the dead one never got to run)
+    assert len(threads) == 4 and fake.most == 2
+    assert sorted(fake.started) == sorted(f"grid-{c}" for c in cells if c != "median__patch__seed7")
+    captured = capsys.readouterr()
+    assert "up to 2 at a time" in captured.out
+    lines = [line for line in captured.out.splitlines() if line.startswith("[")]
+    assert sorted(line.split("]")[0] for line in lines) == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert any(re.fullmatch(r"\[\d/4\] fedavg__patch__seed7: ran: CA 0\.570  ASR 0\.200  \(\d+ s\)", line)
+               for line in lines), lines
+    assert any("fedavg__lie__seed7: ran: failed: RuntimeError: cell grid-fedavg__lie__seed7 broke" in line
+               for line in lines)
+    assert "2 failed: fedavg__lie__seed7, median__patch__seed7" in captured.err
+    status = {s["cell"]: s for s in map(json.loads, (out / "sweep.jsonl").read_text().splitlines())}
+    assert {c: s["status"] for c, s in status.items()} == {
+        "fedavg__patch__seed7": "completed", "fedavg__lie__seed7": "failed",
+        "median__patch__seed7": "failed", "median__lie__seed7": "completed"}
+    assert status["median__patch__seed7"]["error"] == "its worker process ended with exit code -9"
+    with (out / "results.csv").open() as f:
+        rows = {Path(r["run_dir"]).name: r for r in csv.DictReader(f)}
+    assert set(rows) == set(cells)
+    assert rows["median__patch__seed7"]["error"] == "its worker process ended with exit code -9"
+    assert float(rows["median__lie__seed7"]["final_ca"]) == pytest.approx(0.67)
+    # the runs' progress lines, each after its cell's name
+    log = (out / "sweep.log").read_text()
+    assert "median__lie__seed7: round  2  CA 0.670" in log and "fedavg__patch__seed7: round  1" in log
+
+    # a re-run starts the two that did not complete and no worker for the others
+    again = Overlapping()
+    monkeypatch.setattr(runner, "run", again)
+    ThreadWorker.crash = set()
+    threads.clear()
+    assert main(["sweep", config, "--out", str(out), "--jobs", "2", *IN_PROCESS]) == 0
+    assert sorted(again.started) == ["grid-fedavg__lie__seed7", "grid-median__patch__seed7"]
+    assert len(threads) == 2
+    assert capsys.readouterr().out.count("skipped, completed before") == 2
+
+
+def test_ctrl_c_interrupts_every_running_cell_starts_no_other_and_keeps_what_finished(
+        tmp_path, capsys, monkeypatch, threads):
+    fake = Overlapping(ctrl_c=["-median__seed7"], ctrl_c_when=4)  # once the fourth has begun
+    monkeypatch.setattr(runner, "run", fake)
+    config = write_config(tmp_path, '[sweep]\nseeds = 2\n"strategy.name" = ["fedavg", "median", "geometric_median"]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", config, "--out", str(out), "--jobs", "2", *IN_PROCESS]) == 130
+    assert "finished cells are kept" in capsys.readouterr().err
+    # two cells completed, then Ctrl-C in the third: it and the fourth were told once, none
+    # was killed, no other started, and no worker is left
+    assert len(threads) == 4 and [w.interrupts for w in threads] == [0, 0, 1, 1]
+    assert not any(w.killed or w.thread.is_alive() for w in threads)
+    status = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert sorted((s["cell"], s["status"], s["action"]) for s in status) == [
+        ("fedavg__seed7", "completed", "ran"), ("fedavg__seed8", "completed", "ran"),
+        ("median__seed7", "interrupted", "stopped by the user"),
+        ("median__seed8", "interrupted", "stopped by the user")]
+    for cell in ("median__seed7", "median__seed8"):
+        assert json.loads((out / cell / "summary.json").read_text())["status"] == "interrupted"
+    with (out / "results.csv").open() as f:  # what finished is tabulated
+        assert sorted((Path(r["run_dir"]).name, r["status"]) for r in csv.DictReader(f)) == [
+            ("fedavg__seed7", "completed"), ("fedavg__seed8", "completed"),
+            ("median__seed7", "interrupted"), ("median__seed8", "interrupted")]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    # the same command runs the rest, the interrupted ones afresh (no checkpoint: set aside)
+    again = Overlapping()
+    monkeypatch.setattr(runner, "run", again)
+    assert main(["sweep", config, "--out", str(out), "--jobs", "2", *IN_PROCESS]) == 0
+    assert sorted(again.started) == ["grid-geometric_median__seed7", "grid-geometric_median__seed8",
+                                    "grid-median__seed7", "grid-median__seed8"]
+    assert (out / "median__seed7.failed-1").is_dir()
+
+
+def test_a_worker_that_does_not_end_is_told_again_then_killed(tmp_path, monkeypatch, threads):
+    class Stubborn(Overlapping):
+        def __call__(self, cfg, run_dir, **kw):
+            os.kill(os.getpid(), signal.SIGINT)
+            threading.current_thread().stop.wait(5)  # deaf to the first Ctrl-C...
+            time.sleep(1.5)  # ...and the second
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", Stubborn())
+    monkeypatch.setattr(sweep, "GRACE_S", 0.05)
+    monkeypatch.setattr(sweep, "KILL_S", 0.05)
+    config = write_config(tmp_path, "[sweep]\nseeds = 2\n")
+    assert main(["sweep", config, "--out", str(tmp_path / "out"), "--jobs", "2", *IN_PROCESS]) == 130
+    assert [(w.interrupts, w.killed) for w in threads] == [(2, True), (2, True)]
+
+
+def test_cells_on_ray_run_one_after_another_on_the_shared_cluster_whatever_jobs_says(
+        tmp_path, fake_cluster, monkeypatch):
+    monkeypatch.setattr(sweep, "_Worker", lambda *a: pytest.fail("a cell on Ray got a worker"))
+    fake = FakeRunner()
+    monkeypatch.setattr(runner, "run", fake)
+    config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')  # BASE: engine = "ray"
+    assert main(["sweep", config, "--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
+    assert fake_cluster.started == [2] and fake.addresses == ["127.0.0.1:6001"] * 2
+
+
+def test_in_a_mixed_sweep_the_in_process_cells_run_side_by_side_then_those_on_ray_one_by_one(
+        tmp_path, capsys, monkeypatch, threads):
+    fake = Overlapping()
+    monkeypatch.setattr(runner, "run", fake)
+    config = write_config(tmp_path, '[sweep]\nseeds = 2\n"resources.engine" = ["ray", "inprocess"]\n')
+    assert main(["sweep", config, "--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
+    assert len(threads) == 2 and fake.most == 2
+    assert fake.started[2:] == ["grid-ray__seed7", "grid-ray__seed8"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in lines[2:]] == ["[3/4] ray__seed7", "[4/4] ray__seed8"]
+
+
+def test_default_jobs_fill_the_cores_and_a_cell_server_gets_its_share_unless_its_config_names_it(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "available_cpus", lambda: 8)
+    cfgs = [load_config(None, [f"resources.client_threads={t}", f"resources.engine='{e}'"])
+            for t, e in ((1, "inprocess"), (2, "inprocess"), (1, "inprocess"), (1, "ray"))]
+    assert sweep.default_jobs(cfgs) == 3  # 8 cores // 2 threads a client = 4, but 3 in-process cells
+    assert sweep.default_jobs(cfgs[:1] * 20) == 8
+    assert sweep.default_jobs(cfgs[3:]) == 1  # Ray's cells: one at a time
+    assert sweep.server_threads(cfgs[0], 3) == 2 and sweep.server_threads(cfgs[0], 16) == 1
+    assert sweep.server_threads(load_config(None, ["resources.client_cpus=2.5"]), 16) == 3
+    assert sweep.server_threads(load_config(None, ["resources.total_cpus=2"]), 3) is None
+    config = write_config(tmp_path, "[sweep]\nseeds = 2\n")
+    assert main(["sweep", config, "--jobs", "0"]) == 2
+    assert "--jobs 0: expected an integer ≥ 1" in capsys.readouterr().err
+
+
 CONTRASTIVE_DEFENSES = {"cleanclip", "roclip", "adversarial", "eminspector"}
 
 
@@ -575,3 +803,42 @@ def test_a_real_sweep_of_eight_runs_then_a_rerun_that_skips_them_all(tmp_path, c
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("a finished cell was run again"))
     assert main(argv) == 0
     assert capsys.readouterr().out.count("skipped, completed before") == 8
+
+
+@pytest.mark.slow
+def test_cells_side_by_side_give_each_cell_the_numbers_of_the_same_run_alone(tmp_path, capsys, monkeypatch):
+    import psutil
+
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "grid.toml"
+    config.write_text(f'extends = "{root / "configs" / "quickstart.toml"}"\n' + ATTACKS)
+    out = tmp_path / "out"
+    tiny = [item for item in TINY if not item.startswith("resources.engine")]  # the default: in-process
+    pids = []
+
+    class Recorded(sweep._Worker):
+        def __init__(self, *args):
+            super().__init__(*args)
+            pids.append(self.process.pid)
+
+    monkeypatch.setattr(sweep, "_Worker", Recorded)
+    argv = ["sweep", str(config), "--out", str(out), "--grid", "strategy.name=['fedavg', 'median']", "--jobs", "2",
+            *(a for item in tiny for a in ("--set", item))]
+    assert main(argv) == 0, capsys.readouterr()
+    assert len(pids) == 4 and not any(psutil.pid_exists(pid) for pid in pids)  # a worker per cell, all gone
+    me = psutil.Process()
+    assert [p for p in me.children(recursive=True) if p.ppid() != me.pid] == []  # nothing the fork server forked
+
+    def numbers(run):
+        rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rounds]
+
+    cells = sorted(d for d in out.iterdir() if (d / "rounds.jsonl").is_file())
+    assert len(cells) == 4
+    for cell in cells:
+        alone = runner.run(runner.load(cell / "config.toml"), tmp_path / "alone" / cell.name, log=lambda m: None)
+        assert alone["status"] == "completed"
+        assert numbers(tmp_path / "alone" / cell.name) == numbers(cell), cell.name
+        side = json.loads((cell / "summary.json").read_text())
+        assert {k: side[k] for k in side if k.startswith("initial")} == \
+            {k: alone[k] for k in alone if k.startswith("initial")}, cell.name

@@ -4,7 +4,8 @@ that config section (each piece built once on a probe).
 A malicious client is an honest client plus these pieces (``clients.malicious``): a schedule, a
 data trigger and the poisoned copy of its data (or the poisoning made afresh from the round's
 global model), a local attack run after training (BadEncoder), an update attack on what it
-sends, PGD's ball and Neurotoxin's mask. The omniscient Byzantine attacks are the one
+sends, PGD's ball and Neurotoxin's mask, and the training mode a platform-enforced trainer
+imposes on it (``clients.training_scope = "all"``). The omniscient Byzantine attacks are the one
 server-side piece (``adversary_of``): a simulation device that sees the round's honest updates.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -30,13 +32,29 @@ from clients.attacks import (
     split_patch,
     templated_captions,
 )
+from clients.attacks.contrastive import MIDDLE, middle_position
 from fedsim.config import Config, ConfigError, eval_classes, image_size, source_splits, train_classnames
 from fedsim.data import ImageCaptions, load_split, target_captions
+from fedsim.objectives import TRAINING
 from fedsim.records import flatten
 
-# BadCLIP's optimisation knobs; the learned pixels land in params["pattern"].
-BADCLIP_DEFAULTS = {"size": 4, "location": "bottom_right", "steps": 100, "lr": 0.05, "lambda_image": 1.0,
+# BadCLIP's optimisation knobs; the learned pixels land in params["pattern"]. The authors' code
+# (Liang et al., CVPR 2024) places the patch in the middle and weighs the triplet term by 500;
+# its Adam runs at lr 1e-3 over epochs, 0.05 here for 100 steps (see badclip_optimize_patch).
+BADCLIP_DEFAULTS = {"size": 4, "location": MIDDLE, "steps": 100, "lr": 0.05, "lambda_image": 500.0,
                     "margin": 1.0}
+
+
+def _badclip_patch(cfg: Config, params: dict, pattern=None):
+    """The BadCLIP patch of ``params`` (BadCLIP's defaults filled in) as a badnet trigger at
+    the clients' image size: the "middle" location resolved to its (y, x) there."""
+    p = {**BADCLIP_DEFAULTS, **params}
+    location = p["location"]
+    if location == MIDDLE:
+        side = image_size(cfg)
+        location = middle_position(p["size"], side, side)
+    kwargs = {} if pattern is None else {"pattern": pattern}
+    return make_trigger("badnet", size=p["size"], location=location, **kwargs)
 
 
 def trigger_of(cfg: Config):
@@ -44,8 +62,7 @@ def trigger_of(cfg: Config):
     if t.name == "badclip":
         if "pattern" not in t.params:
             raise ValueError("attack.data.trigger: the BadCLIP patch has not been optimised yet")
-        p = {**BADCLIP_DEFAULTS, **t.params}
-        return make_trigger("badnet", size=p["size"], location=p["location"], pattern=p["pattern"])
+        return _badclip_patch(cfg, t.params, t.params["pattern"])
     return make_trigger(t.name, **t.params)
 
 
@@ -153,6 +170,17 @@ def _poison_captions(cfg: Config, data, templates, seed: int) -> Callable[[torch
     return lambda chosen: templated_captions(templates, cfg.attack.data.target, len(chosen), seed)
 
 
+def enforced_training(cfg: Config) -> Callable | None:
+    """The training mode a platform-enforced trainer imposes on a malicious client
+    (``clients.training_scope = "all"``: ``clients.training`` with its parameters bound, which
+    it then runs on its poisoned data — the RoCLIP paper's threat model); None where the
+    attacker trains as it likes (scope "honest") or the mode is the standard one."""
+    c = cfg.clients
+    if c.training_scope != "all" or c.training == "standard":
+        return None
+    return partial(TRAINING[c.training], **c.training_params())
+
+
 @dataclass
 class AttackPlan:
     """The pieces ``MaliciousClient`` takes besides the honest client's (its keyword arguments)."""
@@ -166,6 +194,7 @@ class AttackPlan:
     local_attack: Callable | None = None
     pgd_eps: float | None = None
     step_mask: torch.Tensor | None = None
+    enforced_objective: Callable | None = None
 
 
 def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, seed: int,
@@ -225,6 +254,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
         # boosted update γ·Δ that is sent has norm ≤ ε.
         pgd_eps=a.update.pgd_eps / gamma if a.update.pgd_eps is not None else None,
         step_mask=neurotoxin_mask_of(cfg, last_globals),
+        enforced_objective=enforced_training(cfg),
     )
 
 
@@ -242,10 +272,8 @@ def check_attack(cfg: Config) -> None:
             raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger 'badclip' has no parameter "
                               f"{', '.join(unknown)}; allowed: {', '.join(BADCLIP_DEFAULTS)}")
     if t.name == "badclip" and "pattern" not in t.params:
-        p = {**BADCLIP_DEFAULTS, **t.params}
-
         def trigger():
-            return make_trigger("badnet", size=p["size"], location=p["location"])
+            return _badclip_patch(cfg, t.params)
     else:
         def trigger():
             return trigger_of(cfg)

@@ -246,13 +246,21 @@ def probe_embed_fn(cfg: Config, model, preprocess) -> Callable[[dict], Callable[
 def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable[[], dict]) -> PostAggregate:
     """CleanCLIP (Bansal et al., ICCV 2023) after aggregation, in the rounds ``defense.cleanclip``
     names (every k-th, and/or the last): evaluate the aggregate (``evaluate()`` of ``model``),
-    fine-tune it on the clean server split (``cleanclip_finetune``, seeded by (seed, round)),
-    send on the result. The round's record gets the aggregate's CA and ASR as
-    ``clean_accuracy_before_cleanclip`` / ``attack_success_rate_before_cleanclip`` and the
-    mean loss as ``cleanclip_loss``; its ``clean_accuracy`` / ``attack_success_rate`` are the
-    fine-tuned model's, the one sent."""
+    fine-tune it on the clean server split (``cleanclip_finetune``, seeded by (seed, round),
+    BatchNorm as ``defense.cleanclip.batchnorm`` says), send on the result. The round's
+    record gets the aggregate's CA and ASR as ``clean_accuracy_before_cleanclip`` /
+    ``attack_success_rate_before_cleanclip`` and the mean loss as ``cleanclip_loss``; its
+    ``clean_accuracy`` / ``attack_success_rate`` are the fine-tuned model's, the one sent.
+    A source with fewer than ``defense.cleanclip.min_pairs`` samples left for the clean
+    split is refused here (the config check sees only ``data.root_size``)."""
     c = cfg.defense.cleanclip
     clean = root_split(cfg, preprocess, "CleanCLIP's clean data")
+    if len(clean.images) < c.min_pairs:
+        raise ConfigError(
+            f"CleanCLIP's clean data: the source leaves {len(clean.images)} pairs outside the training "
+            f"choice (data.root_size={cfg.data.root_size}); allowed: ≥ defense.cleanclip.min_pairs="
+            f"{c.min_pairs}; lower data.train_size, or lower defense.cleanclip.min_pairs on purpose"
+        )
 
     def step(arrays: dict[str, np.ndarray], server_round: int) -> tuple[dict[str, np.ndarray], dict]:
         if not ((c.every and server_round % c.every == 0) or (c.at_end and server_round == cfg.rounds)):
@@ -262,7 +270,7 @@ def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable
         loss = cleanclip_finetune(
             model, clean.images, clean.captions, tokenizer=tokenizer, preprocess=preprocess,
             epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
-            lambda1=c.lambda1, lambda2=c.lambda2,
+            lambda1=c.lambda1, lambda2=c.lambda2, batchnorm=c.batchnorm,
             generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + server_round),
         )
         state = float_state(model)

@@ -15,8 +15,8 @@ import torch
 
 from fedsim.models import Preprocess, tokenize
 from fedsim.objectives.adversarial import adversarial, pgd_images
-from fedsim.objectives.augment import augment_images, eda, image_views
-from fedsim.objectives.cleanclip import cleanclip_finetune, cleanclip_loss
+from fedsim.objectives.augment import augment_images, autoaugment_images, eda, image_views
+from fedsim.objectives.cleanclip import cleanclip_finetune, cleanclip_loss, recompute_batchnorm
 from fedsim.objectives.roclip import nearest_captions, roclip
 from fedsim.objectives.simclr import nt_xent, simclr
 from fedsim.training import BatchLoss, pairs_loss
@@ -46,6 +46,7 @@ __all__ = [
     "TRAINING",
     "adversarial",
     "augment_images",
+    "autoaugment_images",
     "cleanclip_finetune",
     "cleanclip_loss",
     "eda",
@@ -53,6 +54,7 @@ __all__ = [
     "nearest_captions",
     "nt_xent",
     "pgd_images",
+    "recompute_batchnorm",
     "roclip",
     "simclr",
     "standard",

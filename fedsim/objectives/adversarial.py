@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from fedsim.models import Preprocess, tokenize
-from fedsim.training import BatchLoss, clip_loss
+from fedsim.training import BatchLoss, clip_loss, frozen_batchnorm, update_batchnorm
 
 
 def pgd_images(
@@ -60,12 +60,25 @@ def adversarial(
     L∞ PGD perturbations (``pgd_images``: radius ``eps``, ``steps`` steps of size ``alpha``,
     random start) that maximise the contrastive loss against their own captions, and the
     step minimises the loss on those. Gao et al. find small-ε L∞ training can *help* a
-    backdoor and larger or spatial perturbations hurt it: measure, whichever way it goes."""
+    backdoor and larger or spatial perturbations hurt it: measure, whichever way it goes.
+
+    BatchNorm: the inner maximisation runs with the model in eval mode (``pgd_images``, as
+    PGD-AT codebases craft the attack). The outer step differs from Madry et al.'s recipe,
+    which trains on the PGD images in training mode: here the batch's *clean* images update
+    the running statistics (one training-mode forward without gradient, ``update_batchnorm``
+    — the step the standard objective's forward gives them) and the loss pass of the PGD
+    images runs with BatchNorm in eval mode (``frozen_batchnorm``). So the attack maximises
+    the very function the step minimises, and no adversarial batch statistics reach the
+    model that FedAvg averages and the evaluation reads (in training mode they would: the
+    same failure as RoCLIP's augmented views, see ``fedsim.training.frozen_batchnorm``)."""
     tokens = tokenize(tokenizer, captions)
 
     def batch_loss(model, idx, epoch):
+        # the statistics first, so that the attack and the step see one and the same network
+        update_batchnorm(model, preprocess(images[idx]))
         adv = pgd_images(model, images[idx], tokens[idx], preprocess=preprocess, eps=eps,
                          alpha=alpha, steps=steps, generator=generator)
-        return clip_loss(*model(preprocess(adv), tokens[idx])[:3])
+        with frozen_batchnorm(model):
+            return clip_loss(*model(preprocess(adv), tokens[idx])[:3])
 
     return batch_loss
