@@ -1,7 +1,13 @@
 import os
+import signal
 
 import numpy as np
 import pytest
+
+# A suite started in the background by a non-interactive shell (`make test &`, `nohup`) inherits
+# SIGINT ignored, and so would every run the tests start: their Ctrl-C tests would wait in vain.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests never touch the user's checkpoint cache.
 os.environ.setdefault("FEDSIM_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "fedsim"))
