@@ -121,7 +121,7 @@ def main() -> None:
         "plain_round1_s": med("plain", lambda r: r["rounds_s"][0]), "plain_steady_s": med("plain", steady),
         "federated_round1_s": med("federated", lambda r: r["rounds_s"][0]),
         "federated_steady_s": med("federated", steady),
-        "engine": cfg.resources.engine_for(cfg.faults.straggler_rate),
+        "engine": cfg.engine(),
         "ray_s": med("ray", lambda r: r["wall_s"]), "ray_round1_s": med("ray", lambda r: r["rounds_s"][0]),
         "ray_steady_s": med("ray", steady),
         "runs": runs,

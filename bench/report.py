@@ -35,7 +35,7 @@ def overhead(r: dict, heading: bool = True) -> list[str]:
         *(["## 1. Overhead: a federated run against a plain PyTorch loop", ""] if heading else []),
         _how("overhead.py", r) + ".",
         "",
-        "| figure | plain loop | federated (`fedsim run`, in-process engine) | ratio | goal |",
+        f"| figure | plain loop | federated (`fedsim run`, {r.get('engine', 'ray')} engine) | ratio | goal |",
         "|---|---|---|---|---|",
         f"| whole run | {r['plain_s']:.1f} s | {r['federated_s']:.1f} s | {r['ratio']:.2f} | ≤ 1.2: {_goal(r['ratio'] <= 1.2)} |",
         f"| round 1 | {r['plain_round1_s']:.1f} s | {r['federated_round1_s']:.1f} s | | |",

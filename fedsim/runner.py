@@ -292,7 +292,7 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
         # which nothing looks at before the first round, so the warm start went on regardless.
         server = build_server(cfg, log=log, assign_partitions=True)
         on_initial = lambda m: result.update(initial=m)  # noqa: E731
-        if cfg.resources.engine_for(cfg.faults.straggler_rate, ray_address) == "inprocess":
+        if cfg.engine(ray_address) == "inprocess":
             # no Ray: the ClientApp runs here, between the ServerApp's sends (fedsim.app.local_grid)
             grid = InProcessGrid(client_app, cfg.clients.num, client_threads=cfg.resources.client_threads,
                                  stop=stop)

@@ -165,7 +165,7 @@ class SharedCluster:
     def __init__(self, out: Path, cfgs: list[Config], log):
         totals = {cfg.resources.total_cpus for cfg in cfgs}
         self.wanted = len(cfgs) > 1 and len(totals) == 1 and all(
-            cfg.resources.ray_address is None and cfg.resources.engine_for(cfg.faults.straggler_rate) == "ray"
+            cfg.resources.ray_address is None and cfg.engine() == "ray"
             for cfg in cfgs
         )
         self.total = totals.pop() if len(totals) == 1 else None
@@ -299,7 +299,7 @@ def _outcome(action: str, summary: dict) -> str:
 def in_process(cfg: Config) -> bool:
     """Whether ``cfg`` runs on the in-process engine (its clients in its own process, no Ray):
     such cells may run side by side."""
-    return cfg.resources.engine_for(cfg.faults.straggler_rate) == "inprocess"
+    return cfg.engine() == "inprocess"
 
 
 def default_jobs(cfgs: list[Config]) -> int:

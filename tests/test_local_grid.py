@@ -131,6 +131,15 @@ def test_a_set_stop_event_stops_the_run_before_the_next_client():
 def test_the_engine_choice_and_what_the_in_process_engine_refuses():
     cfg = load_config(None)
     assert cfg.resources.engine == "auto"
+    # the defaults (10 rounds × 10 clients × 400 samples): 40,000 sample-epochs, Ray's parallel
+    # clients win; a small run (2 × 2 × 100 × 1) has no start-up to pay in process
+    two_cpus = ["resources.total_cpus=2"]
+    assert load_config(None, two_cpus).engine() == "ray"
+    small = [*two_cpus, "rounds=2", "clients.num=2", "clients.per_round=2", "data.train_size=200"]
+    assert load_config(None, small).engine() == "inprocess"
+    assert load_config(None, [*two_cpus, "resources.client_cpus=2"]).engine() == "inprocess"  # 1 at a time
+    assert load_config(None, [*two_cpus, "resources.engine='inprocess'"]).engine() == "inprocess"
+    assert load_config(None, small).engine("127.0.0.1:6379") == "ray"
     assert cfg.resources.engine_for(0.0) == "inprocess"
     assert cfg.resources.engine_for(0.1) == "ray"  # a straggler needs a server that stops waiting
     assert cfg.resources.engine_for(0.0, "127.0.0.1:6379") == "ray"  # a sweep's cluster

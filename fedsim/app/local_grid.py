@@ -11,9 +11,11 @@ drive this grid exactly as they drive Flower's; the ClientApp is the same ``clie
 
 Delivery keeps what Flower's simulation guarantees a ClientApp, so that the same config and
 seed give the same numbers on either engine (tested, round by round):
-- a message travels as Flower's protobuf (``message_to_proto``/``message_from_proto``), each
-  way, so a client never shares a tensor with the server or with another client (a client
-  that trained in place on the received arrays would otherwise change the global model);
+- each side gets its own copy of a message (``copy.deepcopy``: Flower's arrays are immutable
+  ``bytes``, shared safely, and every decoded tensor is new), so a client never shares a tensor
+  with the server or with another client (a client that trained in place on the received
+  arrays would otherwise change the global model). A protobuf round trip, what a real link
+  does, cost 0.1 s per message of the tiny model, 2 s of a 10-client round (measured);
 - each node keeps its own ``Context`` (``node_config`` with ``partition-id`` and
   ``num-partitions``, and ``state``, e.g. a Neurotoxin attacker's memory) across rounds;
 - a client runs with its own torch thread count (``resources.client_threads``), as a Ray
@@ -29,6 +31,7 @@ the server until it returns). ``fedsim.runner`` takes Ray's simulation for those
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from collections.abc import Iterable
@@ -39,7 +42,6 @@ import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
-from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -53,7 +55,7 @@ RUN_ID = 1
 
 def _copy(message: Message) -> Message:
     """The message as the other side of a Flower link receives it (its own copy of everything)."""
-    return message_from_proto(message_to_proto(message))
+    return copy.deepcopy(message)
 
 
 class InProcessGrid(Grid):
