@@ -449,18 +449,12 @@ class _CtrlC:
         self.count += 1
 
 
-@contextlib.contextmanager
 def _sigint(handler):
-    """SIGINT handled by ``handler`` meanwhile (only the main thread may set a handler;
-    elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    """``runner._sigint``: SIGINT handled by ``handler`` meanwhile (imported on use: the runner
+    brings torch and Flower, which a sweep that only plans needs not load)."""
+    from fedsim.runner import _sigint as sigint
+
+    return sigint(handler)
 
 
 @dataclass
