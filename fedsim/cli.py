@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fedsim import __version__
 from fedsim.catalog import FAMILIES, catalog
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description="Federated CLIP security simulator")
+    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment from a TOML config")
     run.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")

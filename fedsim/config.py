@@ -31,7 +31,7 @@ from fedsim.data import (
     sample,
 )
 from fedsim.data.shapes import IMAGE_SIZE as SHAPES_IMAGE_SIZE
-from fedsim.models import TINY_MODELS, CheckpointError, check_checkpoint, model_image_size
+from fedsim.models import TINY_MODELS, CheckpointError, check_checkpoint, checkpoint_file, model_image_size
 
 
 class ConfigError(ValueError):
@@ -142,7 +142,9 @@ class ModelConfig(_Section):
         "'pretrained': from the file model.pretrained"
     )
     pretrained: str | None = Field(
-        None, description="a state dict saved with torch.save (loaded with weights_only=True)"
+        None, description="a state dict saved with torch.save (loaded with weights_only=True), a "
+        ".safetensors file, or a folder holding open_clip's open_clip_model.safetensors / "
+        "open_clip_pytorch_model.bin (also a local Hugging Face cache folder of one model)"
     )
     pretrain_size: int = Field(4000, ge=100)
     pretrain_epochs: int = Field(6, ge=1)
@@ -169,8 +171,12 @@ class ModelConfig(_Section):
         if not os.path.exists(self.pretrained):
             raise ValueError(f"pretrained={self.pretrained!r}: no such file")
         if not os.path.isfile(self.pretrained):
-            raise ValueError(f"pretrained={self.pretrained!r} is not a file; allowed: a checkpoint "
-                             "file saved with torch.save(model.state_dict(), path)")
+            try:
+                checkpoint_file(self.pretrained)
+            except CheckpointError as e:
+                raise ValueError(f"pretrained={self.pretrained!r}: {e}; allowed: a checkpoint file "
+                                 "(torch.save(model.state_dict(), path) or .safetensors) or such a "
+                                 "folder") from None
         return self
 
 

@@ -193,7 +193,7 @@ def deploy(cfg: Config, run_dir: RunDirectory, *, log=None, start_timeout_s: flo
         summary = _summary(run_dir)
         if summary is None or (status != "completed" and summary.get("status") != "completed"):
             summary = finish(run_dir, cfg, initial=None, wall_s=time.perf_counter() - t0, status=status,
-                             error=error)
+                             error=error, engine="deployment")
     if summary.get("status") == "completed":
         (run_dir.path / CHECKPOINT).unlink(missing_ok=True)
         log(f"done in {time.perf_counter() - t0:.0f} s: CA {summary['clean_accuracy']:.3f}  "

@@ -104,10 +104,44 @@ def model_image_size(name: str) -> int:
     return _architecture(name)[1]
 
 
+# open_clip's weight file names (its Hugging Face hub files), safetensors first.
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The weight file ``path`` names: the file itself, or in a folder open_clip's file
+    (``OPEN_CLIP_FILES``, safetensors first) directly inside it or in a local Hugging Face hub
+    cache of one model (``models--org--name/snapshots/<rev>/``; the newest snapshot). Raises
+    ``CheckpointError`` naming what was looked for."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in OPEN_CLIP_FILES:
+        if (path / name).is_file():
+            return path / name
+        snapshots = sorted((p for p in path.glob(f"snapshots/*/{name}") if p.is_file()),
+                           key=lambda p: p.stat().st_mtime)
+        if snapshots:
+            return snapshots[-1]
+    raise CheckpointError(f"{path} is a folder without {' or '.join(OPEN_CLIP_FILES)} (directly inside "
+                          "or in snapshots/<revision>/ of a Hugging Face cache folder)")
+
+
+def _read_safetensors(path: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file ({type(e).__name__}: {e})") from None
+
+
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
     """The state dict in the file ``path``: what ``torch.save(model.state_dict(), path)``
     wrote, or an open_clip training checkpoint (its ``"state_dict"``, with DDP's "module."
-    prefix removed, as open_clip's own ``load_state_dict`` does).
+    prefix removed, as open_clip's own ``load_state_dict`` does), or a ``.safetensors`` file
+    (read by the safetensors package: tensors only, no pickle). A folder is read as
+    ``checkpoint_file`` finds in it (open_clip's weights in a local Hugging Face cache).
 
     Loaded with ``torch.load(weights_only=True)`` here rather than through open_clip's
     ``load_checkpoint``: open_clip 3.3 passes weights_only=True too, but retries a load that
@@ -115,7 +149,11 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, torch.
     turns into a full unpickling; a checkpoint is data from elsewhere, so whether it may run
     code must not depend on the environment. ``mmap`` maps the tensors without reading them
     (a key and shape check of a large file costs next to nothing)."""
-    path = str(path)
+    path = str(checkpoint_file(path))
+    if path.endswith(".safetensors"):
+        checkpoint = _read_safetensors(path)
+        return {k.removeprefix("module."): v for k, v in checkpoint.items()} if checkpoint and all(
+            k.startswith("module.") for k in checkpoint) else checkpoint
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True,
                                 mmap=mmap and zipfile.is_zipfile(path))
@@ -143,8 +181,10 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, torch.
 
 def _check_fit(name: str, path, expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
     """Raise ``CheckpointError`` naming the first keys where ``state`` (read from ``path``)
-    differs from the architecture's (key → shape) ``expected``: missing, unexpected, shape."""
-    missing = [k for k in expected if k not in state]
+    differs from the architecture's (key → shape) ``expected``: missing, unexpected, shape.
+    A BatchNorm's ``num_batches_tracked`` may be missing, as ``load_state_dict`` allows (it
+    counts batches seen in training mode; only BatchNorm with momentum=None reads it)."""
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k}: {tuple(state[k].shape)} in the file, {expected[k]} in the model"
               for k in expected if k in state and tuple(state[k].shape) != expected[k]]

@@ -258,6 +258,10 @@ def summary_markdown(summary: dict, rounds: list[dict]) -> str:
             f" | {_fmt(r.get('tpr'))} | {_fmt(r.get('fpr'))} | {len(r.get('accepted') or [])}"
             f" | {_fmt(r.get('wall_s'))} |"
         )
+    made = summary.get("provenance")
+    if isinstance(made, dict):
+        lines += ["", "Measured with: " + ", ".join(
+            f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in made.items()), ""]
     return "\n".join(lines) + "\n"
 
 

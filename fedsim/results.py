@@ -17,10 +17,12 @@ import json
 import math
 import re
 import statistics
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsim import power
 from fedsim.grid import Axis, flatten, infer_axes, label_in
 
 GRID_FILE = "sweep.json"
@@ -202,6 +204,32 @@ def results_markdown(runs: list[Run], axes: list[Axis]) -> str:
     return "\n".join(lines)
 
 
+DEFENSE_KEYS = ("strategy.", "defense.", "clients.training", "clients.roclip_", "clients.adversarial_")
+
+
+def scenario_of(run: Run, axes: list[Axis]) -> str:
+    """What a run's defense faces, for the power check: the attack its config describes
+    ("none" when attack.enabled = false, else e.g. "badnet", "model_replacement", "lie"),
+    followed by its labels on the axes that set no defense key (strategy, defense, client
+    training) where those say more, e.g. "badnet (badnet_p1 / r6)": runs differing there are
+    different scenarios."""
+    c = run.config
+    if not power.is_attacked(c):
+        described = "none"
+    else:
+        parts = [str(c.get("attack.data.trigger.name", "badnet")) if c.get("attack.data.enabled", True) else "",
+                 *(str(c.get(k, "none")) for k in ("attack.update.name", "attack.byzantine.name"))]
+        described = "+".join(p for p in parts if p and p != "none") or "attack"
+    labels = " / ".join(label for axis, label in zip(axes, labels_of(run, axes))
+                        if not any(k.startswith(DEFENSE_KEYS) for k in axis.keys))
+    return described if labels in ("", described) else f"{described} ({labels})"
+
+
+def power_check(runs: list[Run], axes: list[Axis]) -> list[power.Verdict]:
+    """The grid's power check (``fedsim.power.check``) over its runs."""
+    return power.check([(scenario_of(r, axes), r.config, r.summary) for r in runs])
+
+
 def _mean_grid(runs: list[Run], axes: list[Axis], key: str):
     """(row labels, column labels, matrix of means) of ``key`` over the first two axes, each
     entry the mean over the completed runs with those two values (seeds and other axes)."""
@@ -315,7 +343,12 @@ def write_results(paths, out: Path) -> list[Path]:
     axes = grid_axes(paths, runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.csv").write_text(results_csv(csv_rows(runs, axes)))
-    (out / "results.md").write_text(results_markdown(runs, axes))
+    verdicts = power_check(runs, axes)
+    (out / "results.md").write_text(results_markdown(runs, axes) + "\n" + power.markdown(verdicts))
+    if not power.powered(verdicts):
+        print(f"fedsim: warning: the grid in {out} is not powered (its FedAvg baseline must show each "
+              "attack and keep CA without one; results.md, 'Power check'):\n  "
+              + "\n  ".join(v.text for v in verdicts if v.powered is not True), file=sys.stderr)
     return [
         out / "results.csv", out / "results.md",
         plot_heatmap(runs, axes, "attack_success_rate", "final ASR", out / "heatmap_asr.png"),

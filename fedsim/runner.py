@@ -336,7 +336,8 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
                 disconnect_ray()
             try:
                 summary = finish(run_dir, cfg, initial=result.get("initial"),
-                                 wall_s=time.perf_counter() - t0, status=status, error=error)
+                                 wall_s=time.perf_counter() - t0, status=status, error=error,
+                                 engine=cfg.engine(ray_address))
             except OSError:
                 if status == "completed":
                     raise

@@ -92,7 +92,8 @@ def test_problems_with_the_checkpoint_are_config_errors(tmp_path):
     torch.save([torch.zeros(2)], tmp_path / "list.pt")
     cases = [
         ('pretrained = "missing.pt"\n', ["model: pretrained=", "missing.pt", "no such file"]),
-        ('pretrained = "folder"\n', ["is not a file; allowed: a checkpoint file"]),
+        ('pretrained = "folder"\n', ["is a folder without open_clip_model.safetensors or "
+                                      "open_clip_pytorch_model.bin", "allowed: a checkpoint file"]),
         ('pretrained = "resnet.pt"\ninit = "warm"\n', ["init='warm' contradict each other", "set it to 'pretrained'"]),
         ('pretrained = "resnet.pt"\ninit = "scratch"\n', ["init='scratch' contradict"]),
         ('init = "pretrained"\n', ["init='pretrained' needs pretrained = a checkpoint file"]),
@@ -113,3 +114,51 @@ def test_the_warm_start_default_is_unchanged():
     cfg = _load(None)
     assert cfg.model.init == "warm" and cfg.model.pretrained is None
     assert "pretrained" not in cfg.to_toml()
+
+
+def _same_outputs(a, b, tokenizer) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(_outputs(a, tokenizer), _outputs(b, tokenizer)))
+
+
+def test_a_state_dict_without_num_batches_tracked_loads_as_torch_allows(tmp_path):
+    # (issue #24) fedsim's own warm-start files and many published ones lack the 19 BatchNorm
+    # counters; torch's load_state_dict(strict=True) accepts that, and so must the config check
+    original, _, tokenizer = create_model_and_transforms("fedsim-tiny-resnet", seed=7)
+    state = {k: v for k, v in original.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(original.state_dict())
+    torch.save(state, tmp_path / "warm.pt")
+    assert _load(_config(tmp_path, 'pretrained = "warm.pt"\n')).model.init == "pretrained"
+    loaded, _, _ = create_model_and_transforms("fedsim-tiny-resnet", pretrained=tmp_path / "warm.pt")
+    assert _same_outputs(original, loaded, tokenizer)
+    # any other missing key is still refused, by name
+    del state["visual.bn1.running_mean"]
+    torch.save(state, tmp_path / "holed.pt")
+    with pytest.raises(ConfigError, match=r"missing visual\.bn1\.running_mean \(1 in all\)"):
+        _load(_config(tmp_path, 'pretrained = "holed.pt"\n'))
+
+
+def test_safetensors_files_and_open_clip_cache_folders_load(tmp_path):
+    from safetensors.torch import save_file
+
+    original, _, tokenizer = create_model_and_transforms("fedsim-tiny-resnet", seed=9)
+    state = {k: v.contiguous() for k, v in original.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    # open_clip's hub files as a local Hugging Face cache keeps them: the newest snapshot
+    snap = tmp_path / "models--org--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    torch.save(state, snap / "open_clip_pytorch_model.bin")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    save_file(state, str(flat / "open_clip_model.safetensors"))
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, flat / "open_clip_pytorch_model.bin")
+    for where in ("model.safetensors", "models--org--tiny", "flat"):
+        cfg = _load(_config(tmp_path, f'pretrained = "{where}"\n'))
+        loaded, _, _ = create_model_and_transforms("fedsim-tiny-resnet", pretrained=cfg.model.pretrained)
+        # "flat" holds both names: the safetensors file (the real weights) is read first
+        assert _same_outputs(original, loaded, tokenizer), where
+
+
+def test_a_damaged_safetensors_file_is_a_config_error_naming_it(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ConfigError, match=r"model\.pretrained: .*bad\.safetensors is not a safetensors file"):
+        _load(_config(tmp_path, 'pretrained = "bad.safetensors"\n'))

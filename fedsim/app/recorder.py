@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.app.attack_plan import schedule_of
 from fedsim.config import Config, eval_classes
+from fedsim.provenance import provenance
 from fedsim.report import RunDirectory, summarize, write_atomic
 
 
@@ -143,7 +144,7 @@ def lifespan(cfg: Config, rounds: list[dict]) -> dict:
 
 
 def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: float,
-           status: str = "completed", error: str | None = None) -> dict:
+           status: str = "completed", error: str | None = None, engine: str = "inprocess") -> dict:
     """Write the plot, summary.md and summary.json from the rounds already on disk. A run that
     went through all its rounds without aggregating once (every round skipped) failed, and so
     did one whose plot or summary.md could not be written (a full disk): summary.json, small,
@@ -157,6 +158,7 @@ def finish(run_dir: RunDirectory, cfg: Config, *, initial: dict | None, wall_s: 
     if error:
         extra["error"] = error
     extra.update(lifespan(cfg, rounds))
+    extra["provenance"] = provenance(engine=engine, client_threads=cfg.resources.client_threads)
     summary = summarize(rounds, initial=initial, wall_s=wall_s, extra=extra)
     for write in (lambda: run_dir.plot(initial=initial, chance=1 / len(eval_classes(cfg)[0])),
                   lambda: run_dir.write_summary_md(summary)):

@@ -207,4 +207,4 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
         raise
     finally:
         finish(run_dir, cfg, initial=measured.get("initial"), wall_s=time.perf_counter() - t0,
-               status=status, error=error)
+               status=status, error=error, engine="flwr")
