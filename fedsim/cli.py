@@ -52,9 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the [sweep] table's seeds, else 1)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value in every cell, as for run")
+    sweep.add_argument("--only", action="append", default=[], metavar="AXIS=LABEL[,LABEL...]",
+                       help="run only these values of an axis, e.g. --only defense=fedavg (the baseline "
+                            "row first); the cells keep their names, so the full grid later skips them")
     sweep.add_argument("--jobs", type=int, metavar="N",
                        help="cells run at once, each in a process of its own (default: the cores over "
                             "resources.client_threads, at most the cells; cells on Ray run one at a time)")
+    claims = sub.add_parser("claims", help="check claims from the papers: each an experiment over seeds, "
+                                           "a statistic and a verdict, written to claims.md")
+    claims.add_argument("file", help="claims file, e.g. configs/claims.toml")
+    claims.add_argument("--out", help="folder of the claims' sweeps and claims.md (default: runs/claims-<file name>); "
+                                      "a re-run skips completed cells")
+    claims.add_argument("--only", action="append", default=[], metavar="ID", help="run only this claim (repeatable)")
+    claims.add_argument("--seeds", type=int, metavar="K", help="seeds per arm (default: the file's, else 3)")
+    claims.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value in every arm of every claim, as for run")
+    claims.add_argument("--jobs", type=int, metavar="N", help="cells run at once, as for sweep")
     report = sub.add_parser("report", help="results.csv, results.md and figures of finished runs")
     report.add_argument("dirs", nargs="+", help="a sweep's folder, or run directories")
     report.add_argument("--out", help="where to write them (default: the one folder given)")
@@ -71,6 +84,7 @@ INTERRUPTED = {
     "deploy": "fedsim: interrupted; finished rounds are in the run directory",
     "resume": "fedsim: interrupted; finished rounds are in the run directory",
     "sweep": "fedsim: interrupted; finished cells are kept, the same command continues the sweep",
+    "claims": "fedsim: interrupted; finished cells are kept, the same command continues the check",
 }
 
 
@@ -103,6 +117,15 @@ def _command(args: argparse.Namespace) -> int:
         from fedsim.runner import main_validate
 
         return main_validate(args.config, args.set)
+    if args.command == "claims":
+        from fedsim.claims_run import main_claims
+
+        for option, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
+            if value is not None and value < (2 if option == "--seeds" else 1):
+                print(f"fedsim: {option} {value}: expected an integer ≥ {2 if option == '--seeds' else 1}",
+                      file=sys.stderr)
+                return 2
+        return main_claims(args.file, args.out, args.seeds, args.only, args.set, args.jobs)
     if args.command == "sweep":
         from fedsim.sweep import main_sweep
 
@@ -110,7 +133,7 @@ def _command(args: argparse.Namespace) -> int:
             if value is not None and value < 1:
                 print(f"fedsim: {option} {value}: expected an integer ≥ 1", file=sys.stderr)
                 return 2
-        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds, args.jobs)
+        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds, args.jobs, args.only)
     from fedsim.runner import describe, main_resume, main_run
 
     try:

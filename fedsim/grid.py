@@ -144,6 +144,28 @@ def merge_axes(declared: list[Axis], given: list[Axis]) -> list[Axis]:
     return merged + list(by_name.values())
 
 
+def select(axes: list[Axis], item: str) -> tuple[list[Axis], list[str]]:
+    """``--only axis=label[,label...]``: the axes with ``axis`` cut to the named values (in the
+    axis's own order), so a subset of a grid runs as cells of the same names — e.g. the FedAvg
+    row first, for its power check — and the full grid later skips them. Returns the axes and
+    the problems (an unknown axis or label, an empty list)."""
+    name, sep, rest = item.partition("=")
+    name = name.strip()
+    labels = [lb.strip() for lb in rest.split(",") if lb.strip()]
+    by_name = {a.name: a for a in axes}
+    if not sep or not name or not labels:
+        return axes, [f"--only {item!r}: expected axis=label[,label...], e.g. --only defense=fedavg"]
+    if name not in by_name:
+        return axes, [f"--only {item!r}: no axis named {name!r}; the axes are {sorted(by_name)}"]
+    known = [lb for lb, _ in by_name[name].values]
+    unknown = [lb for lb in labels if lb not in known]
+    if unknown:
+        return axes, [f"--only {item!r}: axis {name!r} has no value {lb!r}; its values are {known}"
+                      for lb in unknown]
+    return [Axis(a.name, tuple(v for v in a.values if v[0] in labels)) if a.name == name else a
+            for a in axes], []
+
+
 def axis_conflicts(axes: list[Axis]) -> list[str]:
     """Keys set by two axes (or one inside a table another sets): the cell would depend on
     which axis is applied last."""

@@ -215,6 +215,9 @@ def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra:
         "retrieval": last.get("retrieval"),
         # SimCLR mode: clean_accuracy is kNN's; the linear probe's numbers next to it
         **{k: last[k] for k in ("probe_accuracy", "probe_attack_success_rate") if k in last},
+        # a CleanCLIP step after the last round: the aggregate's numbers before it
+        **{k: last[k] for k in ("clean_accuracy_before_cleanclip", "attack_success_rate_before_cleanclip")
+           if k in last},
         "bytes_up": sum(r.get("bytes_up", 0) or 0 for r in rounds),
         "bytes_down": sum(r.get("bytes_down", 0) or 0 for r in rounds),
         "rejected_replies": sum(len(r.get("rejected") or {}) for r in rounds),

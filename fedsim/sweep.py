@@ -32,7 +32,7 @@ from multiprocessing import connection
 from pathlib import Path
 
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
-from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes
+from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes, select
 from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
 from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 
@@ -54,13 +54,15 @@ class Plan:
     cells: list[tuple[Cell, Config]]
 
 
-def plan(config: str | Path, overrides=(), grid=(), seeds: int | None = None, out: Path | None = None) -> Plan:
+def plan(config: str | Path, overrides=(), grid=(), seeds: int | None = None, out: Path | None = None,
+         only=()) -> Plan:
     """Every cell of the sweep with its validated config. Seeds: ``seeds`` (else the table's
     ``seeds``, else 1) runs per cell with seed = the config's seed, seed + 1, … . Each cell is
     the config with the ``--set`` overrides, then the cell's axis values and seed, named
     ``<name>-<cell>``. Raises ConfigError naming every problem: of the grid itself, else of
     each cell (a problem shared by several cells once, with the cells it affects), and, with
-    ``out``, a cell folder there that holds a run of a different config."""
+    ``out``, a cell folder there that holds a run of a different config. ``only``: ``--only``
+    items (``axis=label,...``) keep those values of an axis (``fedsim.grid.select``)."""
     raw = read_config(config, overrides)
     table = raw.pop("sweep", {})
     if not isinstance(table, dict):
@@ -73,6 +75,9 @@ def plan(config: str | Path, overrides=(), grid=(), seeds: int | None = None, ou
         except ConfigError as e:
             problems += problems_of(e)
     axes = merge_axes(axes, given)
+    for item in only:
+        axes, wrong = select(axes, item)
+        problems += wrong
     problems += axis_conflicts(axes)
     problems += [f"--set {item!r} sets a key the sweep varies ({key!r}); drop one of them"
                  for item in overrides for key in (item.partition("=")[0].strip(),)
@@ -643,7 +648,7 @@ def default_out(config: str | Path) -> Path:
 
 
 def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None,
-               jobs: int | None = None) -> int:
+               jobs: int | None = None, only: list[str] = ()) -> int:
     """``fedsim sweep``: exit 2 when any cell's config is invalid (nothing started), 1 when a
     cell failed (the others still ran), 0 when every cell completed. ``jobs``: in-process cells
     at a time (default ``default_jobs``)."""
@@ -652,7 +657,7 @@ def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[st
         print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
         return 2
     try:
-        p = plan(config, overrides, grid, seeds, out=folder)
+        p = plan(config, overrides, grid, seeds, out=folder, only=only)
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2

@@ -74,3 +74,47 @@ def test_a_sweep_over_a_table_and_a_key_inside_it_is_refused(tmp_path):
                       '[sweep.whole.krum]\n"strategy" = { name = "krum", params = { f = 1 } }\n')
     with pytest.raises(ConfigError, match="axes 'strategy.name' and 'whole' both set 'strategy'"):
         plan(config)
+
+
+# --only: a subset of a declared grid, cells named as in the full grid.
+_GRID = ('[model]\ninit = "scratch"\n[sweep]\nseeds = 2\n"strategy.name" = ["fedavg", "median", "geometric_median"]\n'
+         '[sweep.attack.none]\n"attack.enabled" = false\n[sweep.attack.lie]\n"attack.byzantine.name" = "lie"\n'
+         '"attack.data.enabled" = false\n')
+
+
+def test_only_keeps_the_named_values_in_the_axis_order_and_the_full_grids_cell_names(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text(_GRID)
+    full = [cell.name for cell, _ in plan(config).cells]
+    assert len(full) == 12
+    some = [cell.name for cell, _ in plan(config, only=["strategy.name=geometric_median,fedavg"]).cells]
+    # the axis's declaration order, not the option's; seeds innermost, as in the full grid
+    assert some == ["fedavg__none__seed0", "fedavg__none__seed1", "fedavg__lie__seed0", "fedavg__lie__seed1",
+                    "geometric_median__none__seed0", "geometric_median__none__seed1", "geometric_median__lie__seed0",
+                    "geometric_median__lie__seed1"]
+    assert set(some) <= set(full)
+    both = [cell.name for cell, _ in plan(config, only=["attack=lie", "strategy.name=median"]).cells]
+    assert both == ["median__lie__seed0", "median__lie__seed1"]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("defense=fedavg", "no axis named 'defense'; the axes are \\['attack', 'strategy.name'\\]"),
+    ("attack=badnet", "axis 'attack' has no value 'badnet'; its values are \\['none', 'lie'\\]"),
+    ("attack=", "expected axis=label"),
+    ("attack", "expected axis=label"),
+])
+def test_only_with_an_unknown_axis_or_value_is_refused_naming_what_exists(tmp_path, item, message):
+    config = tmp_path / "grid.toml"
+    config.write_text(_GRID)
+    with pytest.raises(ConfigError, match=message):
+        plan(config, only=[item])
+
+
+def test_the_only_option_reaches_the_plan_from_the_command_line(tmp_path, capsys):
+    from fedsim.cli import main
+
+    config = tmp_path / "grid.toml"
+    config.write_text(_GRID)
+    assert main(["sweep", str(config), "--only", "attack=nothing", "--out", str(tmp_path / "out")]) == 2
+    assert "axis 'attack' has no value 'nothing'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "fedavg__none__seed0").exists()

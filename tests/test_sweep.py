@@ -742,7 +742,7 @@ def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_config
     defenses = {f.stem for f in (root / "configs" / "defenses").glob("*.toml")}
     rules = defenses - CONTRASTIVE_DEFENSES
     assert {c.labels["defense"] for c, _ in p.cells} == rules | {"fedavg"}
-    assert len(p.cells) == len(rules | {"fedavg"}) * 3 * 3
+    assert len(p.cells) == len(rules | {"fedavg"}) * 6 * 3
     assert {c.labels["defense"] for c, _ in contrastive.cells} == CONTRASTIVE_DEFENSES | {"fedavg"}
     by_label = {c.labels["defense"]: cfg for c, cfg in [*p.cells, *contrastive.cells]}
     for name in defenses:  # the same rule, parameters and training mode as configs/defenses
@@ -754,6 +754,12 @@ def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_config
     assert attacks["lie"].byzantine.name == "lie" and not attacks["lie"].data.enabled
     assert attacks["model_replacement"].update.name == "model_replacement"
     assert attacks["badnet"].data.enabled and attacks["badnet"].update.name == "none"
+    # the power check's no-attack column and the norm-bounded backdoors (issue #22)
+    assert not attacks["none"].enabled
+    assert attacks["pgd"].update.pgd_eps == 2.0 and attacks["pgd"].data.enabled
+    assert attacks["neurotoxin"].update.name == "neurotoxin" and attacks["neurotoxin"].update.pgd_eps == 2.0
+    assert attacks["badnet"].update.pgd_eps is None and attacks["model_replacement"].update.pgd_eps is None
+    assert attacks["model_replacement"].start_round == p.cells[0][1].rounds
 
 
 # ---- end to end: real runs through Flower -------------------------------------------------
