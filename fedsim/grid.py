@@ -210,8 +210,10 @@ def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 def label_in(axis: Axis, config: dict[str, Any]) -> str | None:
     """The label of the value of ``axis`` whose every setting the flat ``config`` holds (of
     several, the one with the most settings: the most specific)."""
+    # a key the config lacks is unset: it matches an inferred value None (``infer_axes``),
+    # never a declared one (TOML has no None)
     matching = [(len(settings), -i, label) for i, (label, settings) in enumerate(axis.values)
-                if all(k in config and config[k] == v for k, v in settings.items())]
+                if all(config.get(k) == v for k, v in settings.items())]
     return max(matching)[2] if matching else None
 
 
@@ -233,18 +235,46 @@ def infer_axes(configs: list[dict[str, Any]]) -> list[Axis]:
             groups.setdefault(tuple(first.setdefault(t, len(first)) for t in texts), []).append(key)
     axes = []
     for group in groups.values():
-        values: dict[str, dict] = {}
         prefix = _common_prefix(group) if len(group) > 1 else ""
+        distinct: list[dict] = []
         for c in configs:
             settings = {k: c.get(k) for k in group}
-            if len(group) == 1:
-                label = label_of(settings[group[0]])
-            else:
-                label = ",".join(f"{k[len(prefix):]}={label_of(v)}" for k, v in settings.items())
-            values.setdefault(label, settings)
+            if settings not in distinct:
+                distinct.append(settings)
+        labels = _distinct_labels([[_short_label(v) for v in s.values()] for s in distinct],
+                                  [[label_of(v) for v in s.values()] for s in distinct])
+        if len(group) > 1:
+            labels = [",".join(f"{k[len(prefix):]}={part}" for k, part in zip(group, parts)) for parts in labels]
+        else:
+            labels = [parts[0] for parts in labels]
         name = group[0] if len(group) == 1 else (prefix.rstrip(".") or "+".join(group))
-        axes.append(Axis(name, tuple(values.items())))
+        axes.append(Axis(name, tuple(zip(labels, distinct))))
     return axes
+
+
+def _short_label(value: Any) -> str:
+    """An inferred value's label: ``unset`` for a key a run's config lacks, a path's file name
+    (``/tmp/…/warm_full.pt`` → ``warm_full.pt``), else ``label_of``."""
+    if value is None:
+        return "unset"
+    if isinstance(value, str) and "/" in value.rstrip("/"):
+        return label_of(value.rstrip("/").rsplit("/", 1)[1])
+    return label_of(value)
+
+
+def _distinct_labels(short: list[list[str]], full: list[list[str]]) -> list[list[str]]:
+    """Per distinct value, its short label parts; where two values' short labels coincide,
+    the full ``label_of`` ones; where those coincide too ("a b" and "a/b" both "a-b"), a
+    suffix ``~2``, ``~3`` … in first-seen order. Distinct values never share a label."""
+    joined = [tuple(s) for s in short]
+    chosen = [list(s) if joined.count(tuple(s)) == 1 else list(f) for s, f in zip(short, full)]
+    seen: dict[tuple, int] = {}
+    out = []
+    for parts in chosen:
+        key = tuple(parts)
+        seen[key] = seen.get(key, 0) + 1
+        out.append(parts if seen[key] == 1 else parts[:-1] + [f"{parts[-1]}~{seen[key]}"])
+    return out
 
 
 def _common_prefix(keys: list[str]) -> str:

@@ -118,3 +118,46 @@ def test_the_only_option_reaches_the_plan_from_the_command_line(tmp_path, capsys
     assert main(["sweep", str(config), "--only", "attack=nothing", "--out", str(tmp_path / "out")]) == 2
     assert "axis 'attack' has no value 'nothing'" in capsys.readouterr().err
     assert not (tmp_path / "out" / "fedavg__none__seed0").exists()
+
+
+# Axes inferred from separate runs (fedsim report runs/a runs/b, issue #24): a key one run
+# lacks is "unset", not a label no run matches; paths are labelled by their file name; two
+# distinct values never share a label.
+
+def test_an_unset_key_is_its_own_value_and_every_run_keeps_its_label():
+    from fedsim.grid import infer_axes
+
+    configs = [{"model.pretrained": "/tmp/abc/warm_full.pt", "seed": 0}, {"seed": 0}]
+    [axis] = infer_axes(configs)
+    assert axis.values == (("warm_full.pt", {"model.pretrained": "/tmp/abc/warm_full.pt"}),
+                           ("unset", {"model.pretrained": None}))
+    assert [label_in(axis, c) for c in configs] == ["warm_full.pt", "unset"]
+    # a declared value never matches a config lacking its key
+    assert label_in(Axis("x", (("a", {"k": 1}),)), {}) is None
+
+
+def test_values_whose_labels_would_collide_get_distinct_labels():
+    from fedsim.grid import infer_axes
+
+    configs = [{"k": "a b"}, {"k": "a/b"}, {"k": "c/b"}, {"k": "x"}, {"k": "a b"}]
+    [axis] = infer_axes(configs)
+    labels = [label for label, _ in axis.values]
+    assert labels == ["a-b", "a-b~2", "c-b", "x"]
+    assert [label_in(axis, c) for c in configs] == ["a-b", "a-b~2", "c-b", "x", "a-b"]
+
+
+def test_report_of_two_separate_runs_keeps_both(tmp_path):
+    import json
+
+    from fedsim.results import write_results
+
+    for name, extra, ca in (("a", '[model]\npretrained = "/x/y/warm_full.pt"\n', 0.7), ("b", "", 0.6)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.toml").write_text(f'name = "{name}"\nseed = 0\n' + extra)
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "clean_accuracy": ca,
+                                                      "attack_success_rate": 0.1}))
+    write_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "warm_full.pt" in text and "unset" in text and "0.700" in text and "0.600" in text
+    assert "?" not in text.split("## Power check")[0]
