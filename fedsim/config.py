@@ -7,8 +7,11 @@ are injected by the app layer through ``extra_checks`` so that this leaf imports
 
 from __future__ import annotations
 
+import copy
+import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -571,9 +574,28 @@ class Config(_Section):
 _INVALID = "invalid config:\n  "
 
 
+_UNKNOWN_NAME = re.compile(r"'(?P<name>[^']*)' is unknown; allowed: (?P<allowed>[^\n(]*?)\s*$")
+
+
+def did_you_mean(word: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'krum'?)`` for the closest of ``allowed`` (difflib, ratio ≥ 0.6), or ''."""
+    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _suggest(problem: str) -> str:
+    """A problem line "... 'krumm' is unknown; allowed: a, b, krum" with the closest allowed
+    name appended."""
+    m = _UNKNOWN_NAME.search(problem)
+    if not m or "did you mean" in problem:
+        return problem
+    return problem + did_you_mean(m["name"], [a.strip() for a in m["allowed"].split(",") if a.strip()])
+
+
 def invalid(problems: Iterable[str]) -> str:
-    """The message for a list of problems: a heading, then one problem per line."""
-    return _INVALID + "\n  ".join(problems)
+    """The message for a list of problems: a heading, then one problem per line (an unknown
+    name with the closest allowed one suggested)."""
+    return _INVALID + "\n  ".join(_suggest(p) for p in problems)
 
 
 def problems_of(error: ConfigError) -> list[str]:
@@ -581,12 +603,36 @@ def problems_of(error: ConfigError) -> list[str]:
     return str(error).removeprefix(_INVALID).split("\n  ")
 
 
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names of the config section at ``loc`` (``("attack", "data")``), or []."""
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = getattr(field, "annotation", None) if field is not None else None
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            return []
+    return list(model.model_fields)
+
+
+def _without(raw: dict, locs: list[tuple]) -> dict:
+    """``raw`` with the keys at ``locs`` removed (a copy)."""
+    raw = copy.deepcopy(raw)
+    for loc in locs:
+        node = raw
+        for part in loc[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(loc[-1], None)
+    return raw
+
+
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "config"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{field}: unknown key (value {e['input']!r}); check the spelling")
+            hint = did_you_mean(str(e["loc"][-1]), _fields_at(e["loc"][:-1]))
+            lines.append(f"{field}: unknown key (value {e['input']!r}); check the spelling{hint}")
         elif e["type"] == "value_error":
             msg = str(e.get("ctx", {}).get("error", e["msg"]))
             lines.append(f"{field}: {msg}" if field != "config" else msg)
@@ -881,6 +927,16 @@ def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] 
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
+        errors = e.errors()
+        unknown = [tuple(x["loc"]) for x in errors if x["type"] == "extra_forbidden"]
+        if len(unknown) < len(errors):
+            raise ConfigError(_format(e)) from None
+        # only misspelt keys: the checks of what is left are reported with them, so that one
+        # pass of ``fedsim validate`` shows every problem
+        try:
+            validate_config(_without(raw, unknown), extra_checks)
+        except ConfigError as rest:
+            raise ConfigError(invalid([*problems_of(ConfigError(_format(e))), *problems_of(rest)])) from None
         raise ConfigError(_format(e)) from None
     problems: list[str] = []
     for check in (check_data, check_model, *extra_checks):
