@@ -4,7 +4,7 @@ installed package's version. The Python API (``fedsim.api``) is re-exported here
 on first use, so ``import fedsim`` imports neither torch nor Flower::
 
     import fedsim
-    result = fedsim.run("configs/quickstart.toml", overrides={"rounds": 3})
+    result = fedsim.run("configs/quickstart.toml", rounds=3)
     result.summary["attack_success_rate"], result.rounds
 """
 
@@ -18,11 +18,13 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 # fedsim.<name> → fedsim.api.<name>
-_API = ("make_config", "run", "run_sweep", "load_run", "runs", "rounds", "Result")
+_API = ("make_config", "run", "sweep", "run_sweep", "load", "load_run", "runs", "rounds", "Result")
 __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
+    # "sweep" only until fedsim.sweep (the module) is imported; the module is then callable
+    # as this function (fedsim/sweep.py), so fedsim.sweep(...) works either way
     if name in _API:
         from fedsim import api
 

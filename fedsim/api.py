@@ -52,6 +52,25 @@ def toml_value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
+def _dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"strategy": {"name": "krum", "params": {"f": 2}}}`` → ``{"strategy.name": "krum",
+    "strategy.params": {"f": 2}}``: a section given as a dict sets its keys one by one (the
+    section's other keys keep the config's values); a ``params`` table is set whole, as in
+    ``fedsim.grid.flatten``."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and key.rsplit(".", 1)[-1] != "params" and value:
+            out.update(_dotted({f"{key}.{k}": v for k, v in value.items()}))
+        else:
+            out[key] = value
+    return out
+
+
+def _merged(overrides: Overrides, sets: Mapping[str, Any]) -> list[str]:
+    """``overrides`` then the keyword overrides (``rounds=3``, ``**{"strategy.name": "krum"}``)."""
+    return overrides_of(overrides) + overrides_of(dict(sets))
+
+
 def overrides_of(overrides: Overrides) -> list[str]:
     """``{"rounds": 3, "clients.lr": 1e-3}`` → ``["rounds=3", "clients.lr=0.001"]`` (each value
     written as TOML, as ``--set`` reads it: ``toml_value``); a list of strings is taken as it
@@ -63,7 +82,7 @@ def overrides_of(overrides: Overrides) -> list[str]:
                         "'key=value' strings, not one string")
     if isinstance(overrides, Mapping):
         out = []
-        for key, value in overrides.items():
+        for key, value in _dotted(overrides).items():
             try:
                 out.append(f"{key}={toml_value(value)}")
             except TypeError as e:
@@ -76,12 +95,12 @@ def overrides_of(overrides: Overrides) -> list[str]:
     return items
 
 
-def make_config(path: str | Path | None = None, overrides: Overrides = None) -> "Config":
+def make_config(path: str | Path | None = None, overrides: Overrides = None, **sets: Any) -> "Config":
     """A validated config, as ``fedsim validate`` checks it: the file (None: the defaults)
-    with the overrides. Raises fedsim.config.ConfigError naming every problem."""
+    with the overrides (as for ``run``). Raises fedsim.config.ConfigError naming every problem."""
     from fedsim.runner import load
 
-    return load(path, overrides_of(overrides))
+    return load(path, _merged(overrides, sets))
 
 
 @dataclass
@@ -131,16 +150,18 @@ def load_run(path: str | Path) -> Result:
 
 
 def run(config_or_path: "Config | str | Path", out: str | Path | None = None, *, overrides: Overrides = None,
-        quiet: bool = False) -> Result:
-    """Run one experiment, as ``fedsim run``: ``config_or_path`` is a Config (``fedsim.make_config``)
-    or a TOML file; ``overrides`` apply on top. Returns the Result (its ``ok`` is False for a
-    run in which no round aggregated); the run directory is ``out`` (default
+        quiet: bool = False, **sets: Any) -> Result:
+    """Run one experiment, as ``fedsim run``: ``config_or_path`` is a Config (``make_config``) or
+    a TOML file; ``overrides`` (a dict or ``"key=value"`` strings), then keyword overrides
+    (``rounds=3``, ``strategy={"name": "krum", "params": {"f": 2}}``,
+    ``**{"attack.data.poison_rate": 0.25}``) apply on top. Returns the Result (its ``ok`` is
+    False for a run in which no round aggregated); the run directory is ``out`` (default
     ``runs/<name>-<timestamp>``). ``quiet``: no progress lines. Ctrl-C raises
     KeyboardInterrupt after the run directory says "interrupted"."""
     from fedsim.config import Config, validate_config
     from fedsim.runner import load as load_file, prepare_out, run as run_config, run_checks
 
-    sets = overrides_of(overrides)
+    sets = _merged(overrides, sets)
     if isinstance(config_or_path, Config):
         cfg = config_or_path
         if sets:
@@ -195,19 +216,35 @@ def rounds(*paths: str | Path) -> "pd.DataFrame":
     return pd.concat(frames, ignore_index=True)
 
 
-def run_sweep(config_path: str | Path, out: str | Path | None = None, *, grid: Mapping[str, list] | None = None,
+def sweep(config_path: str | Path, out: str | Path | None = None, *, grid: Mapping[str, list] | None = None,
           seeds: int | None = None, only: Mapping[str, Iterable[str]] | None = None, overrides: Overrides = None,
-          jobs: int | None = None) -> "pd.DataFrame":
+          jobs: int | None = None, **sets: Any) -> "pd.DataFrame":
     """Run a grid, as ``fedsim sweep``: the config's ``[sweep]`` axes, plus ``grid`` (key →
-    values, as ``--grid``), ``seeds`` runs per cell, ``only`` (axis → labels, as ``--only``).
-    Writes the sweep folder (default ``runs/sweep-<file name>``; a re-run skips completed cells)
-    and returns ``runs(out)``. Raises ConfigError before anything runs when a cell is invalid."""
+    values, as ``--grid``), ``seeds`` runs per cell, ``only`` (axis → labels, as ``--only``),
+    overrides as for ``run`` in every cell. Writes the sweep folder (default
+    ``runs/sweep-<file name>``; a re-run skips completed cells) and returns ``runs(out)``.
+    Raises ConfigError before anything runs when a cell is invalid. (``fedsim.sweep`` is also
+    the module of the command; called, it is this function.)"""
     from fedsim.sweep import default_out, plan, run_plan
 
-    sets = overrides_of(overrides)
+    sets = _merged(overrides, sets)
     grid_items = overrides_of({key: list(values) for key, values in (grid or {}).items()})
-    only_items = [f"{axis}={','.join(labels)}" for axis, labels in (only or {}).items()]
+    only_items = [f"{axis}={','.join([labels] if isinstance(labels, str) else labels)}"
+                  for axis, labels in (only or {}).items()]
     folder = Path(out) if out is not None else default_out(config_path)
     p = plan(config_path, sets, grid_items, seeds, out=folder, only=only_items)
     run_plan(p, folder, config=config_path, overrides=sets, jobs=jobs)
     return runs(folder)
+
+
+run_sweep = sweep
+
+
+def load(path: str | Path) -> "Result | pd.DataFrame":
+    """A run directory as a Result, or a folder of runs (a sweep's) as ``runs(path)``."""
+    from fedsim.results import is_run_dir
+
+    path = Path(path)
+    if is_run_dir(path) or (path / "summary.json").is_file():
+        return load_run(path)
+    return runs(path)

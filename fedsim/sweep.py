@@ -676,3 +676,16 @@ def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[st
         print(f"fedsim: {len(failed)} failed: {', '.join(failed)} (see {folder}/{STATUS_FILE})", file=sys.stderr)
         return 1
     return 0
+
+
+class _CallableModule(type(sys)):
+    """``fedsim.sweep`` is this module once imported (Python sets the package attribute), and
+    the Python API's ``fedsim.sweep(...)`` (``fedsim.api.sweep``): calling the module runs it."""
+
+    def __call__(self, *args, **kwargs):
+        from fedsim.api import sweep
+
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

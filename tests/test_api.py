@@ -23,8 +23,8 @@ def test_import_fedsim_loads_neither_torch_nor_flower_and_names_the_api():
             "print(any(m in sys.modules for m in ('torch', 'flwr', 'pandas'))); print(sorted(fedsim.__all__))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "True" and out[1] == "False"
-    assert out[2] == str(sorted(["__version__", "make_config", "run", "run_sweep", "load_run", "runs", "rounds",
-                                 "Result"]))
+    assert out[2] == str(sorted(["__version__", "make_config", "run", "sweep", "run_sweep", "load", "load_run",
+                                 "runs", "rounds", "Result"]))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         fedsim.nothing  # noqa: B018
 
@@ -34,7 +34,8 @@ def test_overrides_are_written_as_toml_values_the_set_option_reads():
                          "attack.malicious": [0, 1], "strategy.params": {"f": 2}}) == [
         "rounds=3", "clients.lr=0.001", 'model.init="scratch"', "attack.enabled=false",
         "attack.malicious=[0, 1]", "strategy.params={ f = 2 }"]
-    assert overrides_of({"a": {"b c": [1.5, "x"], "d": {"e": True}}}) == ['a={ "b c" = [1.5, "x"], d = { e = true } }']
+    assert overrides_of({"x.params": {"b c": [1.5, "x"], "d": {"e": True}}}) == [
+        'x.params={ "b c" = [1.5, "x"], d = { e = true } }']
     assert overrides_of(["rounds=3"]) == ["rounds=3"] and overrides_of(None) == []
     with pytest.raises(TypeError, match="not one string"):
         overrides_of("rounds=3")
@@ -42,6 +43,26 @@ def test_overrides_are_written_as_toml_values_the_set_option_reads():
         overrides_of({"rounds": None})
     with pytest.raises(TypeError, match="expected 'key=value' strings"):
         overrides_of([("rounds", 3)])
+
+
+def test_keyword_overrides_set_sections_key_by_key_and_params_whole():
+    from fedsim.api import _merged
+
+    assert _merged({"rounds": 2}, {"strategy": {"name": "krum", "params": {"f": 2}}, "clients.lr": 1e-3}) == [
+        "rounds=2", 'strategy.name="krum"', "strategy.params={ f = 2 }", "clients.lr=0.001"]
+    # a section given as a dict keeps the config's other keys of that section
+    cfg = fedsim.make_config(None, {"strategy.server_lr": 0.5}, strategy={"name": "krum", "params": {"f": 2}})
+    assert (cfg.strategy.name, cfg.strategy.params, cfg.strategy.server_lr) == ("krum", {"f": 2}, 0.5)
+    cfg = fedsim.make_config(None, **{"attack.data.poison_rate": 0.25})
+    assert cfg.attack.data.poison_rate == 0.25
+
+
+def test_fedsim_sweep_is_callable_also_once_the_sweep_module_is_imported():
+    import fedsim.api
+    import fedsim.sweep
+
+    assert callable(fedsim.sweep) and fedsim.sweep.plan  # the module, still itself
+    assert fedsim.run_sweep is fedsim.api.sweep
 
 
 def test_make_config_applies_python_overrides_and_names_every_problem():
@@ -54,16 +75,16 @@ def test_make_config_applies_python_overrides_and_names_every_problem():
 
 
 def test_a_run_from_python_returns_its_summary_and_rounds_and_reads_back_the_same(tmp_path):
-    result = fedsim.run(fedsim.make_config(None, TINY), out=tmp_path / "a", quiet=True,
-                        overrides={"name": "api-run"})
+    result = fedsim.run(fedsim.make_config(None, TINY), out=tmp_path / "a", quiet=True, name="api-run")
     assert result.ok and result.path == tmp_path / "a"
     assert result.summary["name"] == "api-run" and result.config.rounds == 1
     frame = result.rounds
     assert isinstance(frame, pd.DataFrame) and list(frame["round"]) == [1]
     assert frame.loc[0, "clean_accuracy"] == pytest.approx(result.summary["clean_accuracy"])
     assert "retrieval.i2t_r1" in frame.columns or any(c.startswith("retrieval.") for c in frame.columns)
-    again = fedsim.load_run(tmp_path / "a")
+    again = fedsim.load(tmp_path / "a")
     assert again.summary == result.summary and "status='completed'" in repr(again)
+    assert list(fedsim.load(tmp_path)["final_ca"]) == [result.summary["clean_accuracy"]]  # a folder of runs
     # the same config as a file, with overrides on top
     config = tmp_path / "c.toml"
     config.write_text('name = "from-file"\n')
