@@ -62,6 +62,26 @@ def summary(obj) -> str:
     return line.rstrip(":")
 
 
+# What the strategy, the client or the adversary hook passes, not a config parameter.
+_NOT_PARAMS = {"weights", "generator", "history", "previous", "root_update", "embed"}
+
+
+def params_of(fn: Callable, keyword_only: bool = True, defaults: dict | None = None) -> str:
+    """A registry entry's config parameters (``params = { ... }``) from its signature: each
+    name with its default, or "(required)"; keyword-only ones for rules and attacks (the rest
+    is what fedsim passes), all for triggers; ``defaults``: what the config layer fills in for
+    a parameter the function requires (model replacement's γ = "auto")."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY,) if keyword_only else (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    shown = []
+    for name, p in inspect.signature(fn).parameters.items():
+        if p.kind not in kinds or name in _NOT_PARAMS:
+            continue
+        default = (defaults or {}).get(name, p.default)
+        shown.append(f"{name} (required)" if default is inspect.Parameter.empty else f"{name} = {default!r}")
+    return f" [params: {', '.join(shown)}]" if shown else " [no params]"
+
+
 def _literal(model, field: str) -> tuple[str, ...]:
     """The names a config field's ``Literal`` allows."""
     return typing.get_args(model.model_fields[field].annotation)
@@ -100,15 +120,16 @@ def models() -> dict[str, dict[str, str]]:
 def rules() -> dict[str, dict[str, str]]:
     from strategies import RULES
 
-    return {"strategy.name": {k: summary(v) for k, v in RULES.items()}}
+    return {"strategy.name": {k: summary(v) + params_of(v) for k, v in RULES.items()}}
 
 
 def triggers() -> dict[str, dict[str, str]]:
     from clients.attacks import TRIGGERS, badclip_optimize_patch
 
     return {"attack.data.trigger.name": {
-        **{k: summary(v) for k, v in TRIGGERS.items()},
-        "badclip": summary(badclip_optimize_patch),  # learned before the run, not a TRIGGERS entry
+        **{k: summary(v) + params_of(v, keyword_only=False) for k, v in TRIGGERS.items()},
+        # learned before the run, not a TRIGGERS entry
+        "badclip": summary(badclip_optimize_patch) + params_of(badclip_optimize_patch),
     }}
 
 
@@ -131,13 +152,16 @@ def attacks() -> dict[str, dict[str, str]]:
     updates = {"model_replacement": model_replacement, "norm_bound": norm_bound, "neurotoxin": neurotoxin_mask}
     kinds = dict(re.findall(r'^- "(\w+)": (.*)$', inspect.getdoc(make_schedule), re.MULTILINE))
     pgd = UpdateAttackConfig.model_fields["pgd_eps"].description
+    # γ = "auto": n / attackers from what the attacker knows (fedsim.app.attack_plan)
+    config_defaults = {"model_replacement": {"gamma": "auto"}}
     return {
         "attack.data.mode": {m: summary(modes[m]) for m in _literal(DataAttackConfig, "mode")},
         "attack.update.name": {
-            **{u: summary(updates[u]) for u in _literal(UpdateAttackConfig, "name") if u != "none"},
+            **{u: summary(updates[u]) + params_of(updates[u], defaults=config_defaults.get(u))
+               for u in _literal(UpdateAttackConfig, "name") if u != "none"},
             "pgd_eps": pgd,
         },
-        "attack.byzantine.name": {k: summary(v) for k, v in BYZANTINE.items()},
+        "attack.byzantine.name": {k: summary(v) + params_of(v) for k, v in BYZANTINE.items()},
         "attack.schedule.kind": {k: _plain(kinds.get(k, "")).rstrip(";.") for k in SCHEDULES},
     }
 

@@ -177,3 +177,24 @@ def test_list_line_is_the_sentence_that_cites_the_paper():
     # the paper is in poison's second paragraph; "Name (paper): details" is cut after the paper
     assert summary(poison) == ('Patch + target caption (Carlini & Terzis, "Poisoning and Backdooring '
                                'Contrastive Learning", ICLR 2022)')
+
+
+def test_list_shows_each_entrys_parameters_with_defaults_and_which_are_required(capsys, monkeypatch):
+    from fedsim.catalog import params_of
+    from strategies import RULES
+
+    def fake_rule(updates, *, weights=None, f, m=None, history, generator=None):
+        """Fake rule (Nobody et al., NeurIPS 2099)."""
+
+    assert params_of(fake_rule) == " [params: f (required), m = None]"  # history, generator: fedsim's inputs
+    assert params_of(RULES["fedavg"]) == " [no params]"
+    assert params_of(RULES["centered_clipping"]) == " [params: tau (required), L = 1]"
+    assert params_of(lambda size=4, seed=0: None, keyword_only=False) == " [params: size = 4, seed = 0]"
+    assert params_of(fake_rule, defaults={"f": "auto"}) == " [params: f = 'auto', m = None]"
+    monkeypatch.setitem(RULES, "fake_rule", fake_rule)
+    assert main(["list", "rules"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fake_rule Fake rule (Nobody et al., NeurIPS 2099) [params: f (required), m = None]" in text
+    assert main(["list", "attacks"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[params: gamma = 'auto']" in text and "lie LIE" in text and "[params: z = None]" in text
