@@ -10,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsim-installed
 
-.PHONY: demo test bench lab mutants
+.PHONY: demo test bench lab mutants docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# make docs: the documentation site into site/ (MkDocs-Material, warnings are errors); the
+# reference pages are regenerated from the code first
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
+	$(VENV)/bin/mkdocs build --strict
 
 # make bench (not in CI, ≈ 35 min on 2 cores): every benchmark, then bench/results.md
 bench: $(STAMP)

@@ -259,7 +259,7 @@ class CleanCLIPConfig(_Section):
     min_pairs: int = Field(
         1000, ge=2, description="fewest clean pairs (data.root_size) the step may run on; issue #22's "
         "audit measured 200 raising ASR and 1,000 lowering it (not reproduced on a central plant, "
-        "see README). Lower it only on purpose (tests, labs)"
+        "see docs/defenses.md). Lower it only on purpose (tests, labs)"
     )
 
     @model_validator(mode="after")
@@ -516,7 +516,7 @@ class Config(_Section):
                 f"{c.min_pairs}. The audit of issue #22 measured, on the quickstart's planted "
                 "backdoor, that CleanCLIP on 200 clean pairs raised ASR in every variant and on "
                 "1,000 lowered BadNet's ASR 0.92 → 0.36 (a later single-seed check on a centrally "
-                "planted backdoor did not reproduce the drop: README, CleanCLIP). Raise "
+                "planted backdoor did not reproduce the drop: docs/defenses.md, CleanCLIP). Raise "
                 "data.root_size, or lower defense.cleanclip.min_pairs (≥ 2) to run a smaller clean "
                 "set on purpose"
             )
@@ -673,8 +673,11 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
 
 def _merge(base: dict, over: dict) -> dict:
     """Tables merge key by key, except ``params``: those belong to the chosen ``name`` (a
-    trigger's, a rule's) and are replaced whole."""
+    trigger's, a rule's) and are replaced whole — and a table that names another ``name``
+    without ``params`` does not inherit the base's (they were the other name's)."""
     out = dict(base)
+    if "name" in over and over["name"] != base.get("name") and "params" not in over:
+        out.pop("params", None)
     for k, v in over.items():
         merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params"
         out[k] = _merge(out[k], v) if merge else v

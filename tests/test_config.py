@@ -255,3 +255,18 @@ def test_an_unknown_name_suggests_the_closest_allowed_one():
     assert invalid(["x='q' is unknown; allowed: a, b"]).endswith("allowed: a, b")
     with pytest.raises(ConfigError, match="did you mean 'dirichlet'"):
         load_config(None, ["data.partition='dirichlett'"])
+
+
+def test_a_config_that_names_another_rule_or_trigger_does_not_inherit_the_bases_params(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('[strategy]\nname = "krum"\nparams = { f = 2 }\nserver_lr = 0.5\n'
+                    '[attack.data.trigger]\nname = "badnet"\nparams = { size = 4 }\n')
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "base.toml"\n[strategy]\nname = "median"\n[attack.data.trigger]\nname = "blended"\n')
+    cfg = load_config(child)
+    assert (cfg.strategy.name, cfg.strategy.params, cfg.strategy.server_lr) == ("median", {}, 0.5)
+    assert (cfg.attack.data.trigger.name, cfg.attack.data.trigger.params) == ("blended", {})
+    # the same name keeps them; explicit params replace them whole
+    child.write_text('extends = "base.toml"\n[strategy]\nname = "krum"\n[attack.data.trigger]\nparams = { size = 6 }\n')
+    cfg = load_config(child)
+    assert cfg.strategy.params == {"f": 2} and cfg.attack.data.trigger.params == {"size": 6}
