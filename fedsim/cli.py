@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue a killed or interrupted run from its last round")
     resume.add_argument("run_dir", help="the run directory (fedsim run --out)")
     resume.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own logs")
+    pretrain = sub.add_parser("pretrain", help="build (or find) the warm-start checkpoint a config uses "
+                                               "([model.warm]: your public split) and print its path")
+    pretrain.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config value, as for run")
     validate = sub.add_parser("validate", help="check a config and list every problem; starts nothing")
     validate.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -85,6 +90,7 @@ INTERRUPTED = {
     "resume": "fedsim: interrupted; finished rounds are in the run directory",
     "sweep": "fedsim: interrupted; finished cells are kept, the same command continues the sweep",
     "claims": "fedsim: interrupted; finished cells are kept, the same command continues the check",
+    "pretrain": "fedsim: interrupted; nothing was cached, the same command starts the warm start again",
 }
 
 
@@ -117,6 +123,10 @@ def _command(args: argparse.Namespace) -> int:
         from fedsim.runner import main_validate
 
         return main_validate(args.config, args.set)
+    if args.command == "pretrain":
+        from fedsim.pretrain import main_pretrain
+
+        return main_pretrain(args.config, args.set)
     if args.command == "claims":
         from fedsim.claims_run import main_claims
 

@@ -133,6 +133,30 @@ class EvalConfig(_Section):
         return self
 
 
+class WarmConfig(_Section):
+    """Where the warm start (``model.init = "warm"``, ``fedsim pretrain``) trains: by default
+    fedsim's generated shapes (their own "pretrain" stream, never the clients' samples); with
+    ``name`` a registered source of ``fedsim.data.DATASETS`` — the researcher's public split,
+    e.g. a CSV of image–caption pairs kept apart from the federated ``[data]`` —, the warm
+    start is a CLIP pretrained centrally on it (the realistic setting: pretrained on public
+    data, fine-tuned federatedly on private data)."""
+
+    name: str | None = Field(None, description="a fedsim.data.DATASETS source (None: generated shapes)")
+    path: str | None = Field(None, description="the source's file or folder (relative to the config file)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the source's parameters, as data.params")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.name is not None:
+            if self.name not in DATASETS:
+                raise ValueError(f"name={self.name!r} is unknown; allowed: {', '.join(DATASETS)}")
+            if self.path is None:
+                raise ValueError(f"name={self.name!r} needs path = its file or folder")
+        elif self.path is not None or self.params:
+            raise ValueError("path and params need name = a source of fedsim.data.DATASETS")
+        return self
+
+
 class ModelConfig(_Section):
     """The CLIP: a tiny one of ``fedsim/model_configs`` or any open_clip architecture, started
     from random weights ("scratch"), from the checkpoint ``fedsim.pretrain`` trains ("warm"),
@@ -149,9 +173,10 @@ class ModelConfig(_Section):
         ".safetensors file, or a folder holding open_clip's open_clip_model.safetensors / "
         "open_clip_pytorch_model.bin (also a local Hugging Face cache folder of one model)"
     )
-    pretrain_size: int = Field(4000, ge=100)
-    pretrain_epochs: int = Field(6, ge=1)
-    pretrain_lr: float = Field(2e-3, gt=0)
+    pretrain_size: int = Field(4000, ge=100, description="warm start: samples it trains on (at most, for a source)")
+    pretrain_epochs: int = Field(6, ge=1, description="warm start: epochs of symmetric InfoNCE")
+    pretrain_lr: float = Field(2e-3, gt=0, description="warm start: AdamW's peak learning rate (warm-up + cosine)")
+    warm: WarmConfig = Field(default_factory=WarmConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -423,6 +448,25 @@ class ResourcesConfig(_Section):
 INPROCESS_MAX_WORK = 15_000
 
 
+class LoggingConfig(_Section):
+    """Experiment tracking besides the run directory's own files."""
+
+    tensorboard: bool = Field(
+        False, description="write every round's numeric metrics as TensorBoard scalars to OUT/tensorboard "
+        "(needs the tensorboard package: pip install 'fedsim[tracking]'); view with tensorboard --logdir runs"
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ValueError("tensorboard=true needs the tensorboard package; install it with "
+                                 "pip install 'fedsim[tracking]' (or pip install tensorboard)")
+        return self
+
+
 class FaultsConfig(_Section):
     """Injected failures, each drawn per (seed, round, partition), so a run's faults repeat
     with its seed. A sampled client crashes (raises instead of training: the server gets an
@@ -465,6 +509,7 @@ class Config(_Section):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("seed")
     @classmethod
@@ -698,10 +743,13 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    for table, key in (("data", "path"), ("eval", "path"), ("model", "pretrained")):
-        where = raw.get(table, {}).get(key) if isinstance(raw.get(table), dict) else None
+    for table, key in (("data", "path"), ("eval", "path"), ("model", "pretrained"), ("model.warm", "path")):
+        node: Any = raw
+        for part in table.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        where = node.get(key) if isinstance(node, dict) else None
         if isinstance(where, str):
-            raw[table][key] = os.path.normpath(p.parent.resolve() / where)
+            node[key] = os.path.normpath(p.parent.resolve() / where)
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -815,16 +863,22 @@ def check_data(cfg: Config) -> None:
     (``check_images``, cached across runs), so that a truncated file fails here and not in a
     client that would then fail every round."""
     d, a = cfg.data, cfg.attack
+    w = cfg.model.warm
+    if cfg.model.init == "warm" and w.name is not None:
+        warm = _opened("model.warm", lambda: open_dataset(w.name, w.path, **w.params))
+        if len(warm) < 2:
+            raise ConfigError(invalid([f"model.warm: {warm.source} has {len(warm)} samples; the warm start needs ≥ 2"]))
     by_label = PARTITIONS[d.partition].by_label
     if d.name == "shapes":
         num_samples = d.train_size
         labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if by_label else None
         size = f"data.train_size={d.train_size}"
     else:
-        if cfg.model.init == "warm":
+        if cfg.model.init == "warm" and cfg.model.warm.name is None:
             raise ConfigError(invalid([
-                f"model.init='warm' pretrains on generated shapes, not data.name={d.name!r}; "
-                "set model.init = \"scratch\""
+                f"model.init='warm' pretrains on generated shapes unless [model.warm] names a source, "
+                f"not data.name={d.name!r}; set model.warm.name and path to your public split (a source "
+                "of fedsim list datasets), or model.init = \"scratch\""
             ]))
         train, root = _opened("data", lambda: source_splits(cfg))
         if cfg.clients.num > len(train) // MIN_CLIENT_SAMPLES:

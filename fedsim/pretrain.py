@@ -41,17 +41,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEDSIM_CACHE", Path.home() / ".cache" / "fedsim"))
 
 
+def _fingerprint(path: str) -> list:
+    """What identifies a source's files for the cache: the path, and the size and mtime of it
+    (a file) or of every file under it (a folder)."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    return [str(p), [[str(f.relative_to(p)) if f != p else "", f.stat().st_size, f.stat().st_mtime_ns]
+                     for f in files]]
+
+
 def _key(cfg: Config) -> dict:
     m = cfg.model
-    return {
+    key = {
         "recipe": RECIPE_VERSION,
         "model": m.name,
-        "data": cfg.data.name,
+        "data": cfg.data.name if m.warm.name is None else "shapes",
         "size": m.pretrain_size,
         "epochs": m.pretrain_epochs,
         "lr": m.pretrain_lr,
         "seed": cfg.seed,
     }
+    if m.warm.name is not None:
+        # the user's source: a change to its files (size, mtime) trains a new checkpoint
+        key["warm"] = {"name": m.warm.name, "params": m.warm.params, "files": _fingerprint(m.warm.path)}
+    return key
+
+
+def warm_data(cfg: Config):
+    """What the warm start trains on: ``model.pretrain_size`` samples of the generated
+    "pretrain" stream, or of ``[model.warm]``'s source (a seeded random choice of at most that
+    many, decoded at the model's image size)."""
+    from fedsim.data import open_dataset, sample
+    from fedsim.models import model_image_size
+
+    w = cfg.model.warm
+    if w.name is None:
+        return load_split("shapes" if cfg.data.name != "shapes" else cfg.data.name, "pretrain",
+                          cfg.model.pretrain_size, cfg.seed)
+    index = open_dataset(w.name, w.path, **w.params)
+    (rows,) = sample(len(index), (min(cfg.model.pretrain_size, len(index)),), cfg.seed + 2)
+    return index.subset(rows).materialize(model_image_size(cfg.model.name))
 
 
 def checkpoint_path(cfg: Config) -> Path:
@@ -62,25 +91,32 @@ def checkpoint_path(cfg: Config) -> Path:
 
 def pretrain(cfg: Config, *, log=print) -> dict[str, torch.Tensor]:
     """Train the warm-start model for ``cfg`` and return its float state dict."""
+    from fedsim.progress import step_progress
+
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name, seed=cfg.seed)
-    data = load_split(cfg.data.name, "pretrain", cfg.model.pretrain_size, cfg.seed)
+    data = warm_data(cfg)
     tokens = tokenize(tokenizer, data.captions)
     schedule = warmup_cosine(0.1)
     t0 = time.perf_counter()
-    loss = train_epochs(
-        model,
-        data.images,
-        tokens,
-        preprocess=preprocess,
-        epochs=cfg.model.pretrain_epochs,
-        lr=cfg.model.pretrain_lr,
-        batch_size=PRETRAIN_BATCH_SIZE,
-        weight_decay=PRETRAIN_WEIGHT_DECAY,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        lr_schedule=schedule,
-    )
+    n, b = len(data), PRETRAIN_BATCH_SIZE
+    steps = cfg.model.pretrain_epochs * (n // b + (n % b >= 2))
+    where = "generated shapes" if cfg.model.warm.name is None else f"{cfg.model.warm.name} {cfg.model.warm.path}"
+    with step_progress(steps, f"warm start on {n} pairs of {where}", log) as tick:
+        loss = train_epochs(
+            model,
+            data.images,
+            tokens,
+            preprocess=preprocess,
+            epochs=cfg.model.pretrain_epochs,
+            lr=cfg.model.pretrain_lr,
+            batch_size=PRETRAIN_BATCH_SIZE,
+            weight_decay=PRETRAIN_WEIGHT_DECAY,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            lr_schedule=schedule,
+            after_step=lambda _model: tick(),
+        )
     log(
-        f"pretrained {cfg.model.name} on {len(data)} clean samples for "
+        f"pretrained {cfg.model.name} on {len(data)} clean samples of {where} for "
         f"{cfg.model.pretrain_epochs} epochs: loss {loss:.3f}, {time.perf_counter() - t0:.1f} s"
     )
     return float_state(model)
@@ -110,6 +146,31 @@ def warm_start(cfg: Config, *, log=print) -> dict[str, torch.Tensor]:
         # it again.
         log(f"not cached: {e}; the next run with these settings trains it again")
     return state
+
+
+def main_pretrain(config: str | None, overrides=()) -> int:
+    """``fedsim pretrain``: the checkpoint ``config`` starts from (trained and cached on first
+    use, with progress), its path on stdout; exit 2 for an invalid config or a config whose
+    model.init is not "warm"."""
+    from fedsim.runner import available_cpus, load
+
+    try:
+        cfg = load(config, overrides)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    if cfg.model.init != "warm":
+        print(f"fedsim: model.init={cfg.model.init!r}: only a warm start is built by fedsim pretrain; "
+              "set model.init = \"warm\"", file=sys.stderr)
+        return 2
+    torch.set_num_threads(available_cpus())
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    path = checkpoint_path(cfg)
+    if path.is_file():
+        log(f"cached: {path}")
+    warm_start(cfg, log=log)
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

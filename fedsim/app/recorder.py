@@ -76,10 +76,12 @@ class Recorder:
                  round_stats: Callable[[], dict], *, log=print,
                  checkpoint: Callable[[int, ArrayRecord, dict], None] | None = None,
                  rounds_done: int = 0, initial: dict | None = None,
-                 on_initial: Callable[[dict], None] | None = None):
+                 on_initial: Callable[[dict], None] | None = None,
+                 track: Callable[[int, dict], None] | None = None):
         self.run_dir, self.evaluate, self.round_stats, self.log = run_dir, evaluate, round_stats, log
         self.checkpoint, self.rounds_done, self.initial = checkpoint, rounds_done, initial
         self.on_initial = on_initial
+        self.track = track  # (round, record) → None: TensorBoard (``tensorboard_tracker``)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         if server_round == 0 and self.rounds_done:
@@ -95,6 +97,8 @@ class Recorder:
                 self.on_initial(dict(scalars))
             self.log(f"round  0  CA {metrics['clean_accuracy']:.3f}  "
                      f"ASR {metrics['attack_success_rate']:.3f}  (initial model)")
+            if self.track is not None:
+                self.track(0, dict(metrics))
         else:
             self.record(server_round + self.rounds_done, metrics)
             if self.checkpoint is not None:
@@ -116,6 +120,8 @@ class Recorder:
             **{k: v for k, v in metrics.items() if k not in ("clean_accuracy", "attack_success_rate")},
         }
         self.run_dir.append_round(record)
+        if self.track is not None:
+            self.track(server_round, record)
         # Detection rates mean something only for a rule that filters: show them once it does.
         extra = (f"  TPR {record['tpr']:.2f} FPR {record['fpr']:.2f}"
                  if record.get("tpr") is not None and record.get("flagged") else "")
@@ -124,6 +130,33 @@ class Recorder:
             f"round {server_round:2d}  CA {record['clean_accuracy']:.3f}  "
             f"ASR {record['attack_success_rate']:.3f}  {record['wall_s']:.1f} s{extra}{skipped}"
         )
+
+
+def scalars_of(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric entries of a round's record as ``tag → value`` (nested records joined
+    with "/": ``retrieval/i2t_r1``); booleans, lists, text and None left out."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(scalars_of(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def tensorboard_tracker(folder: Path) -> Callable[[int, dict], None]:
+    """``track(round, record)``: the record's scalars (``scalars_of``) at step ``round`` in a
+    TensorBoard event file under ``folder`` (``[logging] tensorboard``), flushed each round."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+
+    def track(server_round: int, record: dict) -> None:
+        for tag, value in scalars_of(record).items():
+            writer.add_scalar(tag, value, server_round)
+        writer.flush()
+
+    return track
 
 
 def lifespan(cfg: Config, rounds: list[dict]) -> dict:

@@ -15,7 +15,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.app.build import Server, build_server, config_checks, fault_of
 from fedsim.app.client_app import CONFIG_KEY
-from fedsim.app.recorder import CHECKPOINT, Recorder, finish, rng_state, save_checkpoint, set_rng_state
+from fedsim.app.recorder import (
+    CHECKPOINT,
+    Recorder,
+    finish,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    tensorboard_tracker,
+)
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.records import to_array_record
 from fedsim.report import DEPLOY_DIR, RunDirectory, RunDirectoryError, new_run_directory
@@ -67,7 +75,8 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
         evaluate_fn=Recorder(run_dir, server.evaluate, lambda: server.strategy.last_round, log=log,
                              checkpoint=checkpoint, rounds_done=done,
                              initial=resume["initial"] if resume is not None else None,
-                             on_initial=on_initial),
+                             on_initial=on_initial,
+                             track=tensorboard_tracker(run_dir.path / "tensorboard") if cfg.logging.tensorboard else None),
     )
     return dict(result.evaluate_metrics_serverapp[0])
 
