@@ -179,3 +179,15 @@ def test_the_client_app_trains_the_partition_the_server_assigned_else_its_own(fl
     assert own_pid == 1 and torch.equal(assigned, own)
     other_pid, other = train(node_partition=3)
     assert other_pid == 3 and not torch.equal(other, own)
+
+
+def test_flwr_run_checks_the_number_of_supernodes_before_anything_starts():
+    from fedsim.app.server_app import check_node_count
+    from fedsim.config import ConfigError
+
+    check_node_count(10, 10)
+    with pytest.raises(ConfigError) as e:
+        check_node_count(2, 10)  # Flower's simulation default
+    text = str(e.value)
+    assert "the federation has 2 SuperNode(s) but clients.num = 10" in text
+    assert '--federation-config "num-supernodes=10"' in text and "partition-id=0..9" in text

@@ -197,6 +197,7 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     rather than every 3 s, the Deployment Engine grid's own wait between pulls."""
     rc = context.run_config
     cfg = load_config(rc.get("config") or None, [], config_checks())
+    check_node_count(len(list(grid.get_node_ids())), cfg.clients.num)
     out = str(rc.get("out", "runs/flwr"))
     try:
         run_dir = new_run_directory(out, allow=(DEPLOY_DIR,))
@@ -215,5 +216,21 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
-        finish(run_dir, cfg, initial=measured.get("initial"), wall_s=time.perf_counter() - t0,
-               status=status, error=error, engine="flwr")
+        summary = finish(run_dir, cfg, initial=measured.get("initial"), wall_s=time.perf_counter() - t0,
+                         status=status, error=error, engine="flwr")
+        if summary.get("status") == "completed":
+            # as fedsim run: the checkpoint only serves a run that did not finish
+            (run_dir.path / CHECKPOINT).unlink(missing_ok=True)
+
+
+def check_node_count(nodes: int, clients: int) -> None:
+    """Under ``flwr run .`` each client is a SuperNode: the federation must have exactly
+    ``clients.num`` of them, checked before the warm start and the first round (Flower's
+    simulation runtime defaults to 2). ConfigError naming the option that sets it."""
+    if nodes != clients:
+        raise ConfigError(
+            f"flwr run: the federation has {nodes} SuperNode(s) but clients.num = {clients}; each client "
+            f"is one SuperNode. Simulation: flwr run . local --federation-config \"num-supernodes={clients}\" "
+            f"(or options.num-supernodes = {clients} in the federation's Flower config); Deployment Engine: "
+            f"connect {clients} SuperNodes, partition-id=0..{clients - 1}, before flwr run"
+        )
