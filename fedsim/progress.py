@@ -2,9 +2,10 @@
 
 ``step_progress(total, what, log)`` yields ``tick()``, called once per step. On a terminal it
 draws a ``rich`` progress bar on stderr (elapsed, ETA); elsewhere (a log file, a notebook
-cell's captured output, a test) it passes ``log`` one line at every tenth of the steps:
-``warm start …: 30 % (120/400 steps), 12 s, ETA 28 s``. The ETA is the elapsed time times
-the share of steps left over the share done.
+cell's captured output, a test) it passes ``log`` one line at every tenth of the steps
+once the step has run ``quiet_s`` (5 s): ``warm start …: 30 % (120/400 steps), 12 s, ETA
+28 s`` — a short step stays silent. The ETA is the elapsed time times the share of steps
+left over the share done.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def eta_text(done: int, total: int, elapsed: float) -> str:
 
 @contextlib.contextmanager
 def step_progress(total: int, what: str, log: Callable[[str], None] = print, *,
-                  terminal: bool | None = None, clock: Callable[[], float] = time.perf_counter
-                  ) -> Iterator[Callable[[], None]]:
+                  terminal: bool | None = None, clock: Callable[[], float] = time.perf_counter,
+                  quiet_s: float = 5.0) -> Iterator[Callable[[], None]]:
     """Yield ``tick``; report ``total`` steps of ``what`` (see the module docstring).
     ``terminal``: draw the bar (default: stderr is a terminal); ``clock``: for tests."""
     terminal = sys.stderr.isatty() if terminal is None else terminal
@@ -40,13 +41,16 @@ def step_progress(total: int, what: str, log: Callable[[str], None] = print, *,
             task = bar.add_task(what, total=total)
             yield lambda: bar.advance(task)
         return
-    next_tenth = 1
+    next_tenth, printed = 1, False
 
     def tick() -> None:
-        nonlocal done, next_tenth
+        nonlocal done, next_tenth, printed
         done += 1
         if total and next_tenth <= 10 and done * 10 >= next_tenth * total:
-            log(f"{what}: {eta_text(done, total, clock() - start)}")
+            elapsed = clock() - start
+            if elapsed >= quiet_s or (done == total and printed):
+                log(f"{what}: {eta_text(done, total, elapsed)}")
+                printed = True
             next_tenth = done * 10 // total + 1  # one line however many tenths this step crossed
 
     yield tick

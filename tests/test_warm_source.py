@@ -69,16 +69,30 @@ def test_progress_logs_each_tenth_once_with_an_eta():
     lines = []
     with step_progress(20, "warm start", lines.append, terminal=False, clock=lambda: now[0]) as tick:
         for _ in range(20):
-            now[0] += 0.5
+            now[0] += 3.0
             tick()
     assert len(lines) == 10
-    assert lines[0] == "warm start: 10 % (2/20 steps), 1 s, ETA 9 s"
-    assert lines[-1] == "warm start: 100 % (20/20 steps), 10 s, ETA 0 s"
+    assert lines[0] == "warm start: 10 % (2/20 steps), 6 s, ETA 54 s"
+    assert lines[-1] == "warm start: 100 % (20/20 steps), 60 s, ETA 0 s"
     lines.clear()
-    with step_progress(4, "x", lines.append, terminal=False, clock=lambda: 0.0) as tick:
+    with step_progress(4, "x", lines.append, terminal=False, clock=lambda: 10.0 * len(lines), quiet_s=0) as tick:
         for _ in range(4):
             tick()
     assert [line.split(": ")[1].split(" (")[0] for line in lines] == ["25 %", "50 %", "75 %", "100 %"]
+    # a short step says nothing; one that passes quiet_s reports from then on, and its end
+    lines.clear()
+    now[0] = 0.0
+    with step_progress(10, "y", lines.append, terminal=False, clock=lambda: now[0], quiet_s=5.0) as tick:
+        for _ in range(10):
+            now[0] += 0.1
+            tick()
+    assert lines == []
+    now[0] = 0.0
+    with step_progress(10, "z", lines.append, terminal=False, clock=lambda: now[0], quiet_s=5.0) as tick:
+        for k in range(10):
+            now[0] += 5.0 if k == 5 else 0.1
+            tick()
+    assert [line.split(" (")[0] for line in lines] == ["z: 60 %", "z: 70 %", "z: 80 %", "z: 90 %", "z: 100 %"]
     assert eta_text(0, 5, 3.0) == "0 % (0/5 steps), 3 s"
 
 

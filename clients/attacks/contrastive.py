@@ -210,6 +210,7 @@ def badclip_optimize_patch(
     margin: float = 1.0,
     batch_size: int = 64,
     generator: torch.Generator,
+    after_step: Callable[[], None] | None = None,
 ) -> BadNetPatch:
     """BadCLIP's dual-embedding guided trigger (Liang et al., "BadCLIP: Dual-Embedding Guided
     Backdoor Attack on Multimodal Contrastive Learning", CVPR 2024): optimise the pixels p of an
@@ -260,6 +261,8 @@ def badclip_optimize_patch(
         opt.step()
         with torch.no_grad():
             patch.clamp_(0, 1)
+        if after_step is not None:
+            after_step()  # progress (fedsim.progress)
     model.train(was_training)
     return BadNetPatch(size=size, location=location, pattern=patch.detach())
 

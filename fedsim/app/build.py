@@ -45,6 +45,7 @@ from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.objectives import TRAINING, cleanclip_finetune, simclr
 from fedsim.pretrain import warm_start
+from fedsim.progress import step_progress
 from fedsim.records import flatten, float_state, from_array_record, load_float_state, unflatten
 from fedsim.training import train_epochs
 from strategies import RULES
@@ -148,7 +149,7 @@ def build_client(cfg: Config, config_json: str, partition_id: int,
 
 
 # -- the server --------------------------------------------------------------------------------
-def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
+def resolve_badclip(cfg: Config, model, preprocess, tokenizer, log=print) -> Config:
     """Optimise the BadCLIP patch once, as the colluding malicious clients would: on their own
     local data, against the model they all receive in round 1 (the initial global model). It
     runs in the server process only as a simulation convenience, so that every attacker and
@@ -165,13 +166,15 @@ def resolve_badclip(cfg: Config, model, preprocess, tokenizer) -> Config:
     if not (labels == target).any():
         raise ValueError(f"BadCLIP: the malicious clients hold no image of {cfg.attack.data.target!r}")
     prompts = [template.format(cfg.attack.data.target) for template in eval_classes(cfg)[1]]
-    patch = badclip_optimize_patch(
-        model, preprocess, images[labels != target],
-        target_text_tokens=tokenizer(prompts),
-        target_images=images[labels == target],
-        size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
-        lambda_image=p["lambda_image"], margin=p["margin"], generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    with step_progress(p["steps"], "BadCLIP patch", log) as tick:
+        patch = badclip_optimize_patch(
+            model, preprocess, images[labels != target],
+            target_text_tokens=tokenizer(prompts),
+            target_images=images[labels == target],
+            size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
+            lambda_image=p["lambda_image"], margin=p["margin"], generator=torch.Generator().manual_seed(cfg.seed),
+            after_step=tick,
+        )
     params = {**t.params, "pattern": [[[round(float(v), 6) for v in row] for row in ch] for ch in patch.patch]}
     return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
         "data": cfg.attack.data.model_copy(update={"trigger": t.model_copy(update={"params": params})})
@@ -243,7 +246,8 @@ def probe_embed_fn(cfg: Config, model, preprocess) -> Callable[[dict], Callable[
     return fn
 
 
-def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable[[], dict]) -> PostAggregate:
+def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable[[], dict],
+                   log=print) -> PostAggregate:
     """CleanCLIP (Bansal et al., ICCV 2023) after aggregation, in the rounds ``defense.cleanclip``
     names (every k-th, and/or the last): evaluate the aggregate (``evaluate()`` of ``model``),
     fine-tune it on the clean server split (``cleanclip_finetune``, seeded by (seed, round),
@@ -267,12 +271,16 @@ def cleanclip_step(cfg: Config, model, preprocess, tokenizer, evaluate: Callable
             return arrays, {}
         load_float_state(model, _state(arrays))
         before = evaluate()
-        loss = cleanclip_finetune(
-            model, clean.images, clean.captions, tokenizer=tokenizer, preprocess=preprocess,
-            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
-            lambda1=c.lambda1, lambda2=c.lambda2, batchnorm=c.batchnorm,
-            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + server_round),
-        )
+        n = len(clean.images)
+        steps = c.epochs * (n // c.batch_size + (n % c.batch_size >= 2))
+        with step_progress(steps, f"CleanCLIP step after round {server_round}", log) as tick:
+            loss = cleanclip_finetune(
+                model, clean.images, clean.captions, tokenizer=tokenizer, preprocess=preprocess,
+                epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
+                lambda1=c.lambda1, lambda2=c.lambda2, batchnorm=c.batchnorm,
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + server_round),
+                after_step=tick,
+            )
         state = float_state(model)
         return {k: state[k].numpy().astype(a.dtype) for k, a in arrays.items()}, {
             "clean_accuracy_before_cleanclip": before["clean_accuracy"],
@@ -364,7 +372,7 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
             # the warm-start CLIP's image tower (its clean pretraining), the head as initialised
             warm = {**float_state(model), **{k: v for k, v in warm.items() if k.startswith("visual.")}}
         load_float_state(model, warm)
-    cfg = resolve_badclip(cfg, model, preprocess, tokenizer)  # leaves the model untouched
+    cfg = resolve_badclip(cfg, model, preprocess, tokenizer, log=log)  # leaves the model untouched
     evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
     initial = float_state(model)
 
@@ -372,7 +380,7 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
         load_float_state(model, from_array_record(arrays))
         return evaluator()
 
-    step = (cleanclip_step(cfg, model, preprocess, tokenizer, evaluator)
+    step = (cleanclip_step(cfg, model, preprocess, tokenizer, evaluator, log=log)
             if cfg.defense.cleanclip.enabled else None)
     return Server(cfg, initial, build_strategy(cfg, step, assign_partitions=assign_partitions), evaluate)
 

@@ -4,6 +4,8 @@ clean image–caption pairs with the multimodal loss plus unimodal self-supervis
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from typing import Literal
 
@@ -98,6 +100,7 @@ def cleanclip_finetune(
     lambda2: float,
     generator: torch.Generator,
     batchnorm: BatchNormMode = "eval",
+    after_step: Callable[[], None] | None = None,
 ) -> float:
     """CleanCLIP fine-tuning (Bansal et al., ICCV 2023) of ``model`` in place on the clean
     pairs (uint8 ``images``, ``captions``), as its released code does it: ``epochs`` epochs
@@ -148,7 +151,7 @@ def cleanclip_finetune(
     loss = train_epochs(
         model, images, tokens, preprocess=preprocess, epochs=epochs, lr=lr, batch_size=batch_size,
         weight_decay=weight_decay, generator=generator, lr_schedule=warmup_then_cosine,
-        batch_loss=batch_loss,
+        batch_loss=batch_loss, after_step=None if after_step is None else lambda _model: after_step(),
     )
     if batchnorm == "recompute":
         recompute_batchnorm(model, images, preprocess, batch_size)
