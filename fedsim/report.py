@@ -195,7 +195,8 @@ class RunDirectory:
         rounds = self.read_rounds()
         if not rounds:
             return None
-        return plot_rounds(rounds, self.path / "metrics.png", initial=initial, chance=chance)
+        return plot_rounds(rounds, self.path / "metrics.png", initial=initial, chance=chance,
+                           title=f"{self.path.name}: CA and ASR per round")
 
 
 def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra: dict) -> dict:
@@ -269,9 +270,12 @@ def summary_markdown(summary: dict, rounds: list[dict]) -> str:
 
 
 def plot_rounds(
-    rounds: list[dict], path: Path, *, initial: dict | None = None, chance: float | None = None
+    rounds: list[dict], path: Path, *, initial: dict | None = None, chance: float | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Clean accuracy and attack success rate against the round (round 0 = initial model)."""
+    """Clean accuracy and attack success rate against the round (round 0 = initial model):
+    titled (``title``, else "CA and ASR per round"), y axis "share of test images", whole
+    rounds on the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,7 +294,12 @@ def plot_rounds(
         ax.plot(x, y, marker="o", markersize=3, label=label)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("share of test images")
+    ax.set_title(title or "CA and ASR per round", fontsize=9)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

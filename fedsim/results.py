@@ -248,6 +248,14 @@ def _mean_grid(runs: list[Run], axes: list[Axis], key: str):
     return rows, cols, matrix
 
 
+# Labels that are a grid's references: the undefended baseline and the attack-free run.
+REFERENCES = {"fedavg": "fedavg (baseline)", "none": "none (no attack)"}
+
+
+def _reference(label: str) -> str:
+    return REFERENCES.get(label, label)
+
+
 def plot_heatmap(runs: list[Run], axes: list[Axis], key: str, title: str, path: Path) -> Path:
     """A heatmap of the mean of ``key`` over the first two axes (rows: the first; one axis:
     a single row), each cell annotated with its value."""
@@ -266,8 +274,8 @@ def plot_heatmap(runs: list[Run], axes: list[Axis], key: str, title: str, path: 
         for j, v in enumerate(line):
             ax.text(j, i, "–" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
                     color="white" if not math.isnan(v) and v < 0.6 else "black", fontsize=8)
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xticks(range(len(cols)), [_reference(c) for c in cols], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [_reference(r) for r in rows], fontsize=8)
     ax.set_xlabel(axes[1].name if len(axes) > 1 else (axes[0].name if axes else ""))
     ax.set_ylabel(axes[0].name if len(axes) > 1 else "")
     ax.set_title(f"{title} (mean over seeds{' and other axes' if len(axes) > 2 else ''})", fontsize=9)
