@@ -123,11 +123,13 @@ def rules() -> dict[str, dict[str, str]]:
 
 def triggers() -> dict[str, dict[str, str]]:
     from clients.attacks import TRIGGERS, badclip_optimize_patch
+    from fedsim.app.attack_plan import BADCLIP_DEFAULTS
 
     return {"attack.data.trigger.name": {
         **{k: summary(v) + params_of(v, keyword_only=False) for k, v in TRIGGERS.items()},
-        # learned before the run, not a TRIGGERS entry
-        "badclip": summary(badclip_optimize_patch) + params_of(badclip_optimize_patch),
+        # learned before the run, not a TRIGGERS entry: its config parameters are the plan's
+        "badclip": summary(badclip_optimize_patch)
+                   + f" [params: {', '.join(f'{k} = {v!r}' for k, v in BADCLIP_DEFAULTS.items())}]",
     }}
 
 
