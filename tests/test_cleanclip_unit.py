@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedsim.objectives import cleanclip_finetune, recompute_batchnorm
+from fedsim.objectives import cleanclip_finetune, cleanclip_loss, recompute_batchnorm
 from fedsim.objectives.cleanclip import WARMUP_MAX_SHARE, WARMUP_STEPS, warmup_then_cosine
 from fedsim.training import clip_loss
 
@@ -29,6 +29,21 @@ def test_warmup_then_cosine_by_hand():
     assert warmup_then_cosine(0, 3) == pytest.approx(1.0)
     assert warmup_then_cosine(2, 3) == pytest.approx(0.5)
     assert warmup_then_cosine(1, 1) == pytest.approx(1.0)
+    # total − w = 1: the decay ends at 0 at step = total
+    assert warmup_then_cosine(2, 2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cleanclip_loss_defaults_to_the_papers_lambdas_and_follows_the_features_device():
+    g = torch.Generator().manual_seed(0)
+    i, t, iv, tv = (F.normalize(torch.randn(3, 4, generator=g), dim=-1) for _ in range(4))
+    s = torch.tensor(2.0)
+    assert cleanclip_loss(i, t, iv, tv, s).item() == pytest.approx(cleanclip_loss(i, t, iv, tv, s, 1.0, 1.0).item())
+    assert cleanclip_loss(i, t, iv, tv, s, 1.0, 1.0).item() != pytest.approx(
+        cleanclip_loss(i, t, iv, tv, s, 2.0, 1.0).item())
+    assert cleanclip_loss(i, t, iv, tv, s, 1.0, 1.0).item() != pytest.approx(
+        cleanclip_loss(i, t, iv, tv, s, 1.0, 2.0).item())
+    x = torch.randn(3, 4, device="meta")  # a stand-in for a GPU: labels on the CPU would not match
+    assert cleanclip_loss(x, x, x, x, torch.tensor(1.0, device="meta")).device.type == "meta"
 
 
 class _Stub(torch.nn.Module):
@@ -84,12 +99,33 @@ def _tokenizer(texts):
     return torch.tensor([0 if t == "a" else 1 for t in texts])
 
 
-def _finetune(model, *, lambda1=1.0, lambda2=0.0, lr=0.0, batchnorm="eval", images=None, epochs=1):
+def _finetune(model, *, lambda1=1.0, lambda2=0.0, lr=0.0, batchnorm="eval", images=None, epochs=1,
+              tokenizer=_tokenizer):
     images = images if images is not None else torch.tensor([10, 200, 40, 90], dtype=torch.uint8).view(
         -1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
-    return cleanclip_finetune(model, images, CAPTIONS, tokenizer=_tokenizer, preprocess=lambda x: x.float() / 255,
+    kw = {} if batchnorm is None else {"batchnorm": batchnorm}
+    return cleanclip_finetune(model, images, CAPTIONS, tokenizer=tokenizer, preprocess=lambda x: x.float() / 255,
                               epochs=epochs, lr=lr, batch_size=4, weight_decay=0.0, lambda1=lambda1,
-                              lambda2=lambda2, generator=torch.Generator().manual_seed(0), batchnorm=batchnorm)
+                              lambda2=lambda2, generator=torch.Generator().manual_seed(0), **kw)
+
+
+def test_batchnorm_defaults_to_eval_mode():
+    model = _Stub()
+    _finetune(model, lambda2=1.0, batchnorm=None)
+    assert model.bn.num_batches_tracked.item() == 0 and model.bn.running_mean.item() == 0.0
+
+
+def test_lambda2_0_edits_no_caption():
+    calls = []
+
+    def tokenizer(texts):
+        calls.append(list(texts))
+        return _tokenizer(texts)
+
+    _finetune(_Stub(), lambda2=0.0, tokenizer=tokenizer)
+    assert calls == [["a", "b"]]  # the captions' distinct texts, tokenised once
+    _finetune(_Stub(), lambda2=1.0, tokenizer=tokenizer)
+    assert len(calls) == 3  # then the captions and their edits
 
 
 def test_lambda2_0_is_lambda1_times_clip_loss_on_the_pairs():
@@ -130,3 +166,43 @@ def test_the_fine_tuning_steps_with_the_warm_up_learning_rate():
     _finetune(model, lr=0.1, epochs=1)
     # one step in all: w = 1, factor 1 → AdamW moves w by lr against its gradient's sign
     assert abs(model.w.item() - 1.0) == pytest.approx(0.1, abs=1e-4)
+
+
+def test_the_caption_edits_are_drawn_from_the_generator_not_torchs_global_rng():
+    captions = tuple(f"a photo of shape number {i} in the middle of the picture" for i in range(4))
+    images = torch.tensor([10, 200, 40, 90], dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+
+    def edits(global_seed):
+        calls = []
+
+        def tokenizer(texts):
+            calls.append(list(texts))
+            return torch.tensor([len(t) % 2 for t in texts])
+
+        torch.manual_seed(global_seed)
+        cleanclip_finetune(_Stub(), images, captions, tokenizer=tokenizer, preprocess=lambda x: x.float() / 255,
+                           epochs=1, lr=0.0, batch_size=4, weight_decay=0.0, lambda1=1.0, lambda2=1.0,
+                           generator=torch.Generator().manual_seed(0))
+        return calls[1]
+
+    first = edits(1)
+    assert first == edits(2) and set(first) != set(captions)
+
+
+def test_lambda2_scales_the_unimodal_terms():
+    plain = _finetune(_Stub(), lambda1=1.0, lambda2=0.0)
+    only_ss = _finetune(_Stub(), lambda1=0.0, lambda2=1.0)
+    assert _finetune(_Stub(), lambda1=1.0, lambda2=0.5) == pytest.approx(plain + 0.5 * only_ss, rel=1e-5)
+
+
+def test_every_step_takes_its_learning_rate_from_the_references_schedule(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("fedsim.objectives.cleanclip")
+    calls = []
+    monkeypatch.setattr(module, "warmup_then_cosine", lambda step, total: calls.append((step, total)) or 1.0)
+    images = torch.tensor([10, 200, 40, 90], dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+    cleanclip_finetune(_Stub(), images, CAPTIONS, tokenizer=_tokenizer, preprocess=lambda x: x.float() / 255,
+                       epochs=2, lr=0.1, batch_size=2, weight_decay=0.0, lambda1=1.0, lambda2=0.0,
+                       generator=torch.Generator().manual_seed(0))
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4)]

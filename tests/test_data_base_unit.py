@@ -167,6 +167,9 @@ def test_image_caption_data_needs_a_caption_and_a_label_per_image():
         ImageCaptionData(images=images, captions=("a",))
     data = ImageCaptionData(images=images, captions=("a", "b"))
     assert len(data) == 2 and data.subset([1]).labels is None and data.subset([1]).captions == ("b",)
+    # an empty choice is an empty batch (a list of no index is no float tensor)
+    empty = ImageCaptionData(images=images, captions=("a", "b"), labels=torch.tensor([0, 1])).subset([])
+    assert len(empty) == 0 and empty.captions == () and empty.labels.tolist() == []
 
 
 # --------------------------------------------------------------------------- ImageCaptionIndex

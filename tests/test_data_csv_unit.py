@@ -129,3 +129,20 @@ def test_a_file_that_is_not_utf8_names_its_first_bad_line_byte_and_column(tmp_pa
     path = _csv(tmp_path, b"\xef\xbb\xbfimage,capti\xff\n", name="h.csv", mode="b")
     assert _message(path) == (f"csv: {path} line 1 is not UTF-8 (byte 0xff at column 12: "
                               "invalid start byte); save the file as UTF-8")
+
+
+def test_a_bad_byte_on_the_first_line_without_a_byte_order_mark_is_counted_from_its_start(tmp_path):
+    path = _csv(tmp_path, b"image,capti\xff\n", mode="b")
+    assert _message(path) == (f"csv: {path} line 1 is not UTF-8 (byte 0xff at column 12: "
+                              "invalid start byte); save the file as UTF-8")
+
+
+def test_a_decode_error_no_line_shows_again_is_reported_as_it_came(tmp_path):
+    from fedsim.data.captions_csv import _not_utf8
+
+    path = _csv(tmp_path, "image,caption\na.png,fine\n")
+    exc = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    error = _not_utf8(str(path), exc)
+    assert isinstance(error, DataError)
+    assert str(error) == (f"csv: {path} is not UTF-8 ('utf-8' codec can't decode byte 0xff in position 0: "
+                          "invalid start byte); save the file as UTF-8")

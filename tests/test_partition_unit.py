@@ -155,3 +155,10 @@ def test_sample_gives_disjoint_sorted_seeded_choices_in_turn():
     assert first.tolist() == [0, 1, 2, 3] and rest.tolist() == []
     first, rest = sample(4, (6, 2), seed=0)
     assert rest.tolist() == []  # the start is capped at the samples, not past them
+
+
+def test_min_size_defaults_to_one_sample_per_client():
+    assert sorted(len(p) for p in iid(3, 3, seed=0)) == [1, 1, 1]
+    assert sorted(len(p) for p in quantity_skew(3, 3, 1e9, seed=0)) == [1, 1, 1]
+    assert sorted(len(p) for p in dirichlet(np.zeros(3, dtype=int), 3, 1e9, seed=0)) == [1, 1, 1]
+    assert sorted(len(p) for p in pathological(np.array([0, 1, 2]), 3, 1, seed=0)) == [1, 1, 1]

@@ -37,6 +37,12 @@ def test_clip_loss_matches_a_hand_computation_on_non_square_logits():
     assert got.item() == pytest.approx((i2t + t2i) / 2, rel=1e-12)
 
 
+def test_clip_loss_builds_its_labels_on_the_features_device():
+    # the meta device stands in for a GPU: labels left on the CPU would not match it
+    x = torch.randn(3, 4, device="meta")
+    assert clip_loss(x, x, torch.tensor(1.0, device="meta")).device.type == "meta"
+
+
 # --------------------------------------------------------------------------- BatchNorm helpers
 class _Tower(torch.nn.Module):
     """An image tower of one BatchNorm over one feature, a dropout (not a BatchNorm) and a
@@ -183,6 +189,18 @@ def test_after_step_runs_after_every_step_on_the_stepped_model():
            after_step=lambda m: seen.append(round(m.p.item(), 4)))
     # six steps of lr 0.1 against a constant gradient of 1 (Adam's ratio stays 1)
     assert seen == pytest.approx([1.9, 1.8, 1.7, 1.6, 1.5, 1.4], abs=1e-4)
+
+
+def test_a_parameter_without_gradient_in_a_step_is_not_stepped():
+    # the gradients are cleared to None: a parameter that a batch's loss does not reach (as
+    # RoCLIP's text tower in a matching epoch) keeps its value, with no momentum step
+    model = torch.nn.Module()
+    model.p, model.q = torch.nn.Parameter(torch.tensor(1.0)), torch.nn.Parameter(torch.tensor(1.0))
+    losses = iter([lambda m: m.p + m.q, lambda m: m.p])
+    seen = []
+    _train(model, n=4, batch_size=2, weight_decay=0.0, batch_loss=lambda m, idx, epoch: next(losses)(m),
+           after_step=lambda m: seen.append(m.q.item()))
+    assert seen[0] == pytest.approx(0.9) and seen[1] == seen[0]
 
 
 def test_train_epochs_trains_in_training_mode_and_returns_the_mean_batch_loss():
