@@ -312,3 +312,50 @@ def test_a_cached_image_is_not_decoded_again_unless_its_member_is_new(tmp_path, 
     _index(tmp_path, ["a.png"]).check()
     _index(tmp_path, ["a.png", "b.png"]).check()
     assert decoded == [0, 1]
+
+
+def test_the_cache_folder_is_made_with_its_parents(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSIM_CACHE", str(tmp_path / "a" / "b" / "cache"))
+    _png(tmp_path / "x.png")
+    _index(tmp_path, ["x.png"]).check()
+    assert (tmp_path / "a" / "b" / "cache" / base.CHECKED_FILE).is_file()
+
+
+def test_stores_without_origin_are_told_apart_by_store_not_by_row():
+    opened = []
+
+    class Store:
+        def __init__(self, name):
+            self.name = name
+
+        def open(self, row):
+            opened.append((self.name, row))
+            return Image.new("RGB", (2, 2))
+
+        def where(self, row):
+            return f"{self.name} row {row}"
+
+    a = ImageCaptionIndex(source="a", captions=["x"], images=Store("a"))
+    b = ImageCaptionIndex(source="b", captions=["y"], images=Store("b"))
+    check_images(a, b)
+    assert opened == [("a", 0), ("b", 0)]
+
+
+def test_materialize_at_size_1(tmp_path):
+    _png(tmp_path / "a.png", (9, 8, 7))
+    assert _index(tmp_path, ["a.png"]).materialize(1).images.tolist() == [[[[9]], [[8]], [[7]]]]
+
+
+def test_unreadable_images_held_in_memory_are_counted_among_all():
+    class Broken:
+        def open(self, row):
+            raise OSError(f"broken {row}")
+
+        def where(self, row):
+            return f"mem row {row}"
+
+    index = ImageCaptionIndex(source="m", captions=["x", "y"], images=Broken())
+    with pytest.raises(DataError) as e:
+        check_images(index)
+    assert str(e.value) == ("2 of 2 images are not readable: mem row 0 (broken 0); mem row 1 (broken 1); "
+                            "put a JPEG/PNG/WebP image there or remove the sample")
