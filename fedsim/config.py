@@ -400,6 +400,10 @@ class AttackConfig(_Section):
     def _check(self):
         if len(set(self.malicious)) != len(self.malicious):
             raise ValueError(f"malicious={self.malicious} has duplicates")
+        if self.schedule.kind == "every" and self.start_round != 1:
+            # "every" attacks every round: a start round would be silently ignored
+            raise ValueError(f"start_round={self.start_round} has no effect with schedule.kind='every' (every "
+                             "round); allowed: start_round = 1, or schedule.kind = 'from' to attack from that round")
         return self
 
 

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(c.values())
         print(f"{module:45s} {total:8d} {c['detected']:8d} {c['detected'] / total:7.1%}")
     total = len(status)
+    if not total:
+        print("no mutant was tested (did mutmut's stats run fail? see its output above)", file=sys.stderr)
+        return 1
     killed = sum(1 for s in status.values() if s in DETECTED)
     print(f"{'all':45s} {total:8d} {killed:8d} {killed / total:7.1%}")
     print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(status.values()).items())))
