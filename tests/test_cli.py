@@ -93,8 +93,12 @@ def test_flwr_run_refuses_a_non_empty_out(tmp_path, monkeypatch):
     (out / "rounds.jsonl").write_text('{"round": 1}\n')
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                       run_config={"config": QUICKSTART, "out": str(out)})
+    class TenNodes:  # the quickstart's 10 SuperNodes (checked before the out folder)
+        def get_node_ids(self):
+            return range(10)
+
     with pytest.raises(ConfigError, match="run config out: .* already exists and is not empty"):
-        server._flwr_run_main(None, context)
+        server._flwr_run_main(TenNodes(), context)
     assert (out / "rounds.jsonl").read_text() == '{"round": 1}\n'
     assert not (out / "config.toml").exists()
 
