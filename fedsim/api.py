@@ -242,9 +242,7 @@ run_sweep = sweep
 
 def load(path: str | Path) -> "Result | pd.DataFrame":
     """A run directory as a Result, or a folder of runs (a sweep's) as ``runs(path)``."""
-    from fedsim.results import is_run_dir
-
     path = Path(path)
-    if is_run_dir(path) or (path / "summary.json").is_file():
+    if (path / "summary.json").is_file():  # a run directory, finished or not
         return load_run(path)
     return runs(path)

@@ -76,8 +76,7 @@ def warm_data(cfg: Config):
 
     w = cfg.model.warm
     if w.name is None:
-        return load_split("shapes" if cfg.data.name != "shapes" else cfg.data.name, "pretrain",
-                          cfg.model.pretrain_size, cfg.seed)
+        return load_split("shapes", "pretrain", cfg.model.pretrain_size, cfg.seed)
     index = open_dataset(w.name, w.path, **w.params)
     (rows,) = sample(len(index), (min(cfg.model.pretrain_size, len(index)),), cfg.seed + 2)
     return index.subset(rows).materialize(model_image_size(cfg.model.name))
