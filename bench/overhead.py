@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clients.honest import LocalSetup  # noqa: E402
 from fedsim.app.build import build_client, build_server, client_seed, round_lr  # noqa: E402
 from fedsim.records import to_array_record  # noqa: E402
-from fedsim.runner import available_cpus, load, run  # noqa: E402
+from fedsim.ray_session import available_cpus  # noqa: E402
+from fedsim.runner import load, run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 DEFAULTS = ["rounds=3", "data.train_size=2000", "data.test_size=500", "attack.enabled=false"]

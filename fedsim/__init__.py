@@ -23,8 +23,7 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):
-    # "sweep" only until fedsim.sweep (the module) is imported; the module is then callable
-    # as this function (fedsim/sweep.py), so fedsim.sweep(...) works either way
+    # (the module of ``fedsim sweep`` is fedsim.sweep_run, so fedsim.sweep is always the API's)
     if name in _API:
         from fedsim import api
 

@@ -1,6 +1,6 @@
 """The Python API: what the command line does, from a notebook, with results as pandas
 DataFrames. Re-exported by ``fedsim`` (``import fedsim; fedsim.run(...)``); the names avoid those of
-fedsim's modules (``fedsim.config``, ``fedsim.sweep``)::
+fedsim's modules (``fedsim.config``, ``fedsim.runner``)::
 
     import fedsim
 
@@ -15,7 +15,7 @@ fedsim's modules (``fedsim.config``, ``fedsim.sweep``)::
 
 Overrides are a dict of dotted config keys → Python values (what ``--set key=value`` sets)
 or a list of ``"key=value"`` strings. Each function is a thin layer over the module the
-command uses (``fedsim.runner``, ``fedsim.sweep``, ``fedsim.results``), so the numbers are
+command uses (``fedsim.runner``, ``fedsim.sweep_run``, ``fedsim.results``), so the numbers are
 the command's.
 """
 
@@ -223,9 +223,8 @@ def sweep(config_path: str | Path, out: str | Path | None = None, *, grid: Mappi
     values, as ``--grid``), ``seeds`` runs per cell, ``only`` (axis → labels, as ``--only``),
     overrides as for ``run`` in every cell. Writes the sweep folder (default
     ``runs/sweep-<file name>``; a re-run skips completed cells) and returns ``runs(out)``.
-    Raises ConfigError before anything runs when a cell is invalid. (``fedsim.sweep`` is also
-    the module of the command; called, it is this function.)"""
-    from fedsim.sweep import default_out, plan, run_plan
+    Raises ConfigError before anything runs when a cell is invalid."""
+    from fedsim.sweep_run import default_out, plan, run_plan
 
     sets = _merged(overrides, sets)
     grid_items = overrides_of({key: list(values) for key, values in (grid or {}).items()})

@@ -8,7 +8,6 @@ interrupted check resumes and a finished one only rewrites ``claims.md``.
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -103,7 +102,7 @@ def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, o
     claim, an arm or a cell's config is invalid."""
     from fedsim.provenance import git_commit, cpu_model
     from fedsim.runner import load
-    from fedsim.sweep import plan, run_plan
+    from fedsim.sweep_run import plan, run_plan
 
     path, out = Path(path), Path(out)
     claims, default_seeds = load_claims(path)
@@ -133,17 +132,3 @@ def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, o
               f"its folder under `{out}/<claim>/`." + (f" Overrides: {' '.join(overrides)}." if overrides else ""))
     (out / "claims.md").write_text(markdown(outcomes, header=header))
     return outcomes
-
-
-def main_claims(path: str, out: str | None, seeds: int | None, only: list[str], overrides: list[str],
-                jobs: int | None) -> int:
-    """``fedsim claims``: exit 2 on an invalid claims file or config (nothing run), 0 otherwise
-    (a claim that does not reproduce is a result, not an error)."""
-    folder = Path(out) if out else Path("runs") / f"claims-{Path(path).stem}"
-    try:
-        outcomes = run_claims(path, folder, seeds=seeds, only=only, overrides=overrides, jobs=jobs)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    print(f"fedsim: {len(outcomes)} claims → {folder}/claims.md")
-    return 0

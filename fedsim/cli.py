@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fedsim import __version__
 from fedsim.catalog import FAMILIES, catalog
@@ -120,46 +121,211 @@ def _command(args: argparse.Namespace) -> int:
         print(catalog(args.what), end="")
         return 0
     if args.command == "validate":
-        from fedsim.runner import main_validate
-
-        return main_validate(args.config, args.set)
+        return _validate(args.config, args.set)
     if args.command == "pretrain":
-        from fedsim.pretrain import main_pretrain
-
-        return main_pretrain(args.config, args.set)
+        return _pretrain(args.config, args.set)
     if args.command == "claims":
-        from fedsim.claims_run import main_claims
-
         for option, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
             if value is not None and value < (2 if option == "--seeds" else 1):
                 print(f"fedsim: {option} {value}: expected an integer ≥ {2 if option == '--seeds' else 1}",
                       file=sys.stderr)
                 return 2
-        return main_claims(args.file, args.out, args.seeds, args.only, args.set, args.jobs)
+        return _claims(args.file, args.out, args.seeds, args.only, args.set, args.jobs)
     if args.command == "sweep":
-        from fedsim.sweep import main_sweep
-
         for option, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
             if value is not None and value < 1:
                 print(f"fedsim: {option} {value}: expected an integer ≥ 1", file=sys.stderr)
                 return 2
-        return main_sweep(args.config, args.out, args.set, args.grid, args.seeds, args.jobs, args.only)
-    from fedsim.runner import describe, main_resume, main_run
+        return _sweep(args.config, args.out, args.set, args.grid, args.seeds, args.jobs, args.only)
+    from fedsim.runner import describe
 
     try:
         if args.command == "deploy":
-            return main_run(args.config, args.out, args.set, False, deploy=True)
+            return _run(args.config, args.out, args.set, False, deploy=True)
         if args.command == "resume":
-            return main_resume(args.run_dir, args.verbose)
-        return main_run(args.config, args.out, args.set, args.verbose)
+            return _resume(args.run_dir, args.verbose)
+        return _run(args.config, args.out, args.set, args.verbose)
     except Exception as e:
         print(f"fedsim: run failed: {describe(e)}", file=sys.stderr)
         return 1
 
 
-def _report(dirs: list[str], out: str | None) -> int:
-    from pathlib import Path
+# Each command below imports what it runs when it runs (torch, Flower and Ray load only for the
+# commands that need them, after argument parsing) and maps the outcome to the exit code.
 
+def _note_sweep_table(path: str | Path) -> None:
+    """``fedsim run`` and ``validate`` take the base config of a file that declares a grid
+    (a ``[sweep]`` table) and say so, rather than refusing a file ``fedsim sweep`` runs."""
+    from fedsim.config import ConfigError, read_config
+
+    try:
+        declared = "sweep" in read_config(path)
+    except ConfigError:
+        return  # reported by the load that follows
+    if declared:
+        print(f"fedsim: note: the [sweep] table of {path} is ignored here (its base config is used); "
+              "`fedsim sweep` runs the grid", file=sys.stderr)
+
+
+def outline(cfg) -> str:
+    """One line saying what ``cfg`` (a ``Config``) runs: name, rounds, clients, rule and attack."""
+    params = ", ".join(f"{k}={v}" for k, v in cfg.strategy.params.items())
+    rule = f"{cfg.strategy.name}({params})" if params else cfg.strategy.name
+    a = cfg.attack
+    pieces = [f"{a.data.trigger.name} {a.data.mode}"] if a.data.enabled else []
+    pieces += [a.update.name] if a.update.name != "none" else []
+    pieces += [f"pgd_eps={a.update.pgd_eps}"] if a.update.pgd_eps is not None else []
+    pieces += [a.byzantine.name] if a.byzantine.name != "none" else []
+    attack = f"{' + '.join(pieces) or 'none'} by clients {cfg.malicious}" if cfg.malicious else "off"
+    return (f"{cfg.name}, {cfg.rounds} rounds, {cfg.clients.num} clients, rule {rule}, "
+            f"attack {attack}")
+
+
+def _validate(config: str, overrides: list[str]) -> int:
+    """``fedsim validate``: every problem of the config at once (exit 2), or one line saying
+    what it would run (exit 0); nothing is started."""
+    from fedsim.config import ConfigError
+    from fedsim.runner import load
+
+    _note_sweep_table(config)
+    try:
+        cfg = load(config, overrides)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    print(f"ok: {outline(cfg)}")
+    return 0
+
+
+def _resume(run_dir: str, verbose: bool) -> int:
+    """``fedsim resume``: exit 2 when ``run_dir`` cannot be resumed, 1 when the run fails."""
+    from fedsim.config import ConfigError
+    from fedsim.runner import resume
+
+    try:
+        summary = resume(run_dir, verbose=verbose)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    if summary["status"] != "completed":
+        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir}/rounds.jsonl", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(config: str, out: str | None, overrides: list[str], verbose: bool, *, deploy: bool = False) -> int:
+    """``fedsim run`` (Flower's simulation engine) or, with ``deploy``, ``fedsim deploy`` (its
+    Deployment Engine on this machine, ``fedsim.deploy``)."""
+    from fedsim.config import ConfigError
+    from fedsim.runner import load, prepare_out, run
+
+    _note_sweep_table(config)
+    try:
+        cfg = load(config, overrides)
+        run_dir = prepare_out(out, cfg)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    if deploy:
+        from fedsim.deploy import deploy as run_deployed
+
+        summary = run_deployed(cfg, run_dir)
+    else:
+        try:
+            summary = run(cfg, run_dir, verbose=verbose)
+        except ConfigError as e:
+            print(f"fedsim: {e}", file=sys.stderr)
+            return 2
+    if summary["status"] != "completed":
+        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None,
+           jobs: int | None = None, only: list[str] = ()) -> int:
+    """``fedsim sweep``: exit 2 when any cell's config is invalid (nothing started), 1 when a
+    cell failed (the others still ran), 0 when every cell completed. ``jobs``: in-process cells
+    at a time (default ``sweep.default_jobs``)."""
+    from fedsim.config import ConfigError
+    from fedsim.report import RunDirectoryError
+    from fedsim.results import STATUS_FILE
+    from fedsim.sweep_run import default_jobs, default_out, in_process, plan, run_plan
+
+    folder = Path(out) if out is not None else default_out(config)
+    if folder.exists() and not folder.is_dir():
+        print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        p = plan(config, overrides, grid, seeds, out=folder, only=only)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    jobs = jobs or default_jobs([cfg for _, cfg in p.cells])
+    side_by_side = sum(in_process(cfg) for _, cfg in p.cells) > 1 and jobs > 1
+    print(f"fedsim: sweep of {len(p.cells)} runs ({' × '.join(f'{len(a.values)} {a.name}' for a in p.axes) or 'no axes'}"
+          f", {len({c.seed for c, _ in p.cells})} seeds{f', up to {jobs} at a time' if side_by_side else ''}) → {folder}")
+    try:
+        statuses = run_plan(p, folder, config=config, overrides=overrides, jobs=jobs)
+    except RunDirectoryError as e:
+        print(f"fedsim: --out {e}", file=sys.stderr)
+        return 2
+    failed = [s["cell"] for s in statuses if s["status"] != "completed"]
+    print(f"fedsim: {len(statuses) - len(failed)} of {len(statuses)} runs completed → {folder}/results.md")
+    if failed:
+        print(f"fedsim: {len(failed)} failed: {', '.join(failed)} (see {folder}/{STATUS_FILE})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _claims(path: str, out: str | None, seeds: int | None, only: list[str], overrides: list[str],
+            jobs: int | None) -> int:
+    """``fedsim claims``: exit 2 on an invalid claims file or config (nothing run), 0 otherwise
+    (a claim that does not reproduce is a result, not an error)."""
+    from fedsim.claims_run import run_claims
+    from fedsim.config import ConfigError
+
+    folder = Path(out) if out else Path("runs") / f"claims-{Path(path).stem}"
+    try:
+        outcomes = run_claims(path, folder, seeds=seeds, only=only, overrides=overrides, jobs=jobs)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    print(f"fedsim: {len(outcomes)} claims → {folder}/claims.md")
+    return 0
+
+
+def _pretrain(config: str | None, overrides=()) -> int:
+    """``fedsim pretrain``: the checkpoint ``config`` starts from (trained and cached on first
+    use, with progress), its path on stdout; exit 2 for an invalid config or a config whose
+    model.init is not "warm"."""
+    import torch
+
+    from fedsim.config import ConfigError
+    from fedsim.pretrain import checkpoint_path, warm_start
+    from fedsim.ray_session import available_cpus
+    from fedsim.runner import load
+
+    try:
+        cfg = load(config, overrides)
+    except ConfigError as e:
+        print(f"fedsim: {e}", file=sys.stderr)
+        return 2
+    if cfg.model.init != "warm":
+        print(f"fedsim: model.init={cfg.model.init!r}: only a warm start is built by fedsim pretrain; "
+              "set model.init = \"warm\"", file=sys.stderr)
+        return 2
+    torch.set_num_threads(available_cpus())
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    path = checkpoint_path(cfg)
+    if path.is_file():
+        log(f"cached: {path}")
+    warm_start(cfg, log=log)
+    print(path)
+    return 0
+
+
+def _report(dirs: list[str], out: str | None) -> int:
     from fedsim.results import is_run_dir, write_results
 
     if out is None and (len(dirs) != 1 or is_run_dir(Path(dirs[0]))):

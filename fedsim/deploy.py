@@ -27,7 +27,7 @@ from pathlib import Path
 from fedsim.app import CHECKPOINT, finish
 from fedsim.config import Config, ConfigError
 from fedsim.report import DEPLOY_DIR, RunDirectory
-from fedsim.runner import free_port
+from fedsim.ray_session import free_port
 
 MARKER = "FEDSIM_DEPLOY"
 MARKER_FILE = "marker.txt"  # in OUT/deploy/: the token, to find what a killed deployment left

@@ -147,31 +147,6 @@ def warm_start(cfg: Config, *, log=print) -> dict[str, torch.Tensor]:
     return state
 
 
-def main_pretrain(config: str | None, overrides=()) -> int:
-    """``fedsim pretrain``: the checkpoint ``config`` starts from (trained and cached on first
-    use, with progress), its path on stdout; exit 2 for an invalid config or a config whose
-    model.init is not "warm"."""
-    from fedsim.runner import available_cpus, load
-
-    try:
-        cfg = load(config, overrides)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    if cfg.model.init != "warm":
-        print(f"fedsim: model.init={cfg.model.init!r}: only a warm start is built by fedsim pretrain; "
-              "set model.init = \"warm\"", file=sys.stderr)
-        return 2
-    torch.set_num_threads(available_cpus())
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    path = checkpoint_path(cfg)
-    if path.is_file():
-        log(f"cached: {path}")
-    warm_start(cfg, log=log)
-    print(path)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fedsim.pretrain", description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", help="TOML config (defaults when omitted)")

@@ -26,7 +26,7 @@ from fedsim import power
 from fedsim.grid import Axis, flatten, infer_axes, label_in
 
 GRID_FILE = "sweep.json"
-# One line per cell a sweep ran: its labels, status, what was done (fedsim.sweep writes it).
+# One line per cell a sweep ran: its labels, status, what was done (fedsim.sweep_run writes it).
 STATUS_FILE = "sweep.jsonl"
 # What one run is reduced to: (column, summary.json key, heading).
 METRICS = (

@@ -9,12 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from datetime import datetime
@@ -32,13 +27,13 @@ from fedsim.app import (
     make_server_app,
     run_server,
 )
-from fedsim.config import Config, ConfigError, invalid, load_config, read_config
+from fedsim.config import Config, ConfigError, invalid, load_config
 from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
 
-# In the run directory while the run is alive: the path of its Ray session folder, so that
-# ``fedsim resume`` can end what a killed run left running.
-RAY_SESSION = "ray-session.txt"
-RAY_PREFIX = "fedsim-ray-"
+# Ray's processes are started and ended through the module (``ray_session.end_ray``, not a
+# copy of the name here), so that a sweep's worker and the tests can replace them.
+from fedsim import ray_session
+from fedsim.ray_session import RAY_SESSION, sigint
 
 
 def default_out(cfg: Config) -> Path:
@@ -54,16 +49,11 @@ def prepare_out(out: str | Path | None, cfg: Config) -> RunDirectory:
         raise ConfigError(f"--out {e}; choose a new directory") from None
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def check_resources(cfg: Config) -> None:
     """A client asking Ray for more CPUs than Ray has can never be scheduled. ``total_cpus``
     may exceed this machine's cores (Ray counts logical CPUs; clients then share cores)."""
     r = cfg.resources
-    total = r.total_cpus or available_cpus()
+    total = r.total_cpus or ray_session.available_cpus()
     if r.ray_address is None and r.client_cpus > total:
         where = ("resources.total_cpus" if r.total_cpus else
                  "all of this machine's; resources.total_cpus is unset")
@@ -89,7 +79,7 @@ def backend_config(cfg: Config, ray_dir: Path | None, verbose: bool = False, add
             "init_args": {"address": address, "logging_level": logging.ERROR,
                           "log_to_driver": verbose},
         }
-    total = cfg.resources.total_cpus or available_cpus()
+    total = cfg.resources.total_cpus or ray_session.available_cpus()
     return {
         "client_resources": {"num_cpus": cfg.resources.client_cpus, "num_gpus": 0.0},
         "init_args": {"num_cpus": total, "num_gpus": 0, "include_dashboard": False,
@@ -128,22 +118,8 @@ def _stop_on_sigint(stop: threading.Event):
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    with _sigint(handler):
+    with sigint(handler):
         yield
-
-
-@contextlib.contextmanager
-def _sigint(handler):
-    """SIGINT handled by ``handler`` meanwhile (only the main thread may set a handler;
-    elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def describe(error: BaseException) -> str:
@@ -152,90 +128,6 @@ def describe(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
-
-
-def new_ray_dir() -> Path:
-    """A new folder for this run's Ray session, under Ray's usual temporary root (``RAY_TMPDIR``
-    if set); short, because Ray's Unix sockets live in it."""
-    return Path(tempfile.mkdtemp(prefix=RAY_PREFIX, dir=os.environ.get("RAY_TMPDIR")))
-
-
-def session_processes(ray_dir: Path) -> list:
-    """The processes of the Ray session under ``ray_dir``, as ``psutil.Process``es: those
-    naming a path inside it on their command line (GCS, raylet, monitors) or holding a file
-    inside it open, and their descendants. Ray's agents and workers rename themselves
-    (``ray::DashboardAgent``, ``ray::IDLE``: their command line no longer names the folder)
-    and, after a ``kill -9`` of the run, outlive the raylet as orphans; they still hold their
-    log files in the folder open."""
-    import psutil
-
-    def inside(paths) -> bool:
-        return any(str(ray_dir) in p for p in paths)
-
-    mine = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid == os.getpid():
-                continue
-            if inside(proc.info["cmdline"] or ()) or inside(f.path for f in proc.open_files()):
-                mine[proc.pid] = proc
-                mine.update((c.pid, c) for c in proc.children(recursive=True))
-    mine.pop(os.getpid(), None)
-    return list(mine.values())
-
-
-def end_ray(ray_dir: Path, grace_s: float = 5.0) -> None:
-    """Shut Ray down and leave nothing of the run's session behind: ``ray.shutdown()`` (here or
-    already Flower's) stops the GCS and raylet and signals the rest, but an agent or worker that
-    does not exit must not outlive the run, so whatever is still alive ``grace_s`` later is
-    terminated (then killed); ``ray_dir`` is removed."""
-    import psutil
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    _, alive = psutil.wait_procs(session_processes(ray_dir), timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(alive, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    shutil.rmtree(ray_dir, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_cluster(cpus: int) -> tuple[Path, str]:
-    """A one-node Ray cluster on this machine for runs that share it (``ray start --head`` with
-    its session in a new folder of its own, ``cpus`` CPUs, no GPU, no dashboard): the folder
-    (``end_ray`` of it stops the cluster) and the address to connect to."""
-    ray_dir = new_ray_dir()
-    port = free_port()
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
-    try:
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
-                        f"--temp-dir={ray_dir}", f"--num-cpus={cpus}", "--num-gpus=0",
-                        "--include-dashboard=false", "--disable-usage-stats"],
-                       check=True, capture_output=True, text=True, timeout=300, env=env)
-    except BaseException:
-        end_ray(ray_dir, grace_s=1.0)
-        raise
-    return ray_dir, f"127.0.0.1:{port}"
-
-
-def disconnect_ray() -> None:
-    """Leave a Ray cluster this process connected to (Flower already does on a clean end)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -286,7 +178,7 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
         if not verbose:
             _quiet_flower()
         # The server evaluates while the clients wait, so it may use every core.
-        torch.set_num_threads(cfg.resources.total_cpus or available_cpus())
+        torch.set_num_threads(cfg.resources.total_cpus or ray_session.available_cpus())
         # Data, warm start, BadCLIP patch: here in the main thread, before Ray starts, where
         # Ctrl-C raises KeyboardInterrupt. In the ServerApp's thread a Ctrl-C only set ``stop``,
         # which nothing looks at before the first round, so the warm start went on regardless.
@@ -301,7 +193,7 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
                            assign_partitions=True, server=server, on_initial=on_initial)
         else:
             if ray_address is None:
-                ray_dir = new_ray_dir()
+                ray_dir = ray_session.new_ray_dir()
                 (run_dir.path / RAY_SESSION).write_text(str(ray_dir))
             with _stop_on_sigint(stop):
                 run_simulation(
@@ -325,15 +217,15 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
         # However it ended, nothing of the run may outlive it: the ServerApp thread (which
         # would otherwise wait for replies that never come), Ray's processes and its folder.
         # Another Ctrl-C must not cut this short (it would leave all that and no summary).
-        with _sigint(signal.SIG_IGN):
+        with sigint(signal.SIG_IGN):
             stop.set()
             if "thread" in result and result["thread"] is not threading.current_thread():
                 result["thread"].join()
             if ray_dir is not None:
-                end_ray(ray_dir)
+                ray_session.end_ray(ray_dir)
                 (run_dir.path / RAY_SESSION).unlink(missing_ok=True)
             elif ray_address is not None:
-                disconnect_ray()
+                ray_session.disconnect_ray()
             try:
                 summary = finish(run_dir, cfg, initial=result.get("initial"),
                                  wall_s=time.perf_counter() - t0, status=status, error=error,
@@ -359,18 +251,6 @@ def resumable(run_dir: str | Path) -> bool:
     """``run_dir`` holds a config and the checkpoint of a run that did not complete."""
     p = Path(run_dir)
     return (p / "config.toml").is_file() and (p / CHECKPOINT).is_file() and status_of(p) != "completed"
-
-
-def end_leftover_session(run_dir: Path) -> None:
-    """End the Ray session a killed run (``kill -9``: no cleanup ran) left behind, as
-    recorded in its directory; only a folder fedsim itself named is touched."""
-    note = run_dir / RAY_SESSION
-    if not note.is_file():
-        return
-    ray_dir = Path(note.read_text().strip())
-    if ray_dir.is_absolute() and ray_dir.name.startswith(RAY_PREFIX):
-        end_ray(ray_dir, grace_s=1.0)
-    note.unlink()
 
 
 def resume(run_dir: str | Path, *, verbose: bool = False, log=None, ray_address: str | None = None) -> dict:
@@ -399,7 +279,7 @@ def resume(run_dir: str | Path, *, verbose: bool = False, log=None, ray_address:
     if not 1 <= done <= cfg.rounds:
         raise ConfigError(f"{str(path / CHECKPOINT)!r} is of round {done}; the config has rounds={cfg.rounds}")
     with alone_in(path):
-        end_leftover_session(path)  # only now: the session of a live run is not a leftover
+        ray_session.end_leftover_session(path)  # only now: the session of a live run is not a leftover
         run_dir = RunDirectory(path)
         run_dir.keep_rounds(done)
         return run(cfg, run_dir, verbose=verbose, log=log, resume=checkpoint, ray_address=ray_address)
@@ -414,80 +294,3 @@ def run_checks() -> list:
 def load(path: str | Path | None, overrides=()) -> Config:
     """A config for ``fedsim run`` on this machine: validated, registry checks, resources."""
     return load_config(path, overrides, run_checks())
-
-
-def note_sweep_table(path: str | Path) -> None:
-    """``fedsim run`` and ``validate`` take the base config of a file that declares a grid
-    (a ``[sweep]`` table) and say so, rather than refusing a file ``fedsim sweep`` runs."""
-    try:
-        declared = "sweep" in read_config(path)
-    except ConfigError:
-        return  # reported by the load that follows
-    if declared:
-        print(f"fedsim: note: the [sweep] table of {path} is ignored here (its base config is used); "
-              "`fedsim sweep` runs the grid", file=sys.stderr)
-
-
-def outline(cfg: Config) -> str:
-    """One line saying what ``cfg`` runs: name, rounds, clients, rule and attack."""
-    params = ", ".join(f"{k}={v}" for k, v in cfg.strategy.params.items())
-    rule = f"{cfg.strategy.name}({params})" if params else cfg.strategy.name
-    a = cfg.attack
-    pieces = [f"{a.data.trigger.name} {a.data.mode}"] if a.data.enabled else []
-    pieces += [a.update.name] if a.update.name != "none" else []
-    pieces += [f"pgd_eps={a.update.pgd_eps}"] if a.update.pgd_eps is not None else []
-    pieces += [a.byzantine.name] if a.byzantine.name != "none" else []
-    attack = f"{' + '.join(pieces) or 'none'} by clients {cfg.malicious}" if cfg.malicious else "off"
-    return (f"{cfg.name}, {cfg.rounds} rounds, {cfg.clients.num} clients, rule {rule}, "
-            f"attack {attack}")
-
-
-def main_validate(config: str, overrides: list[str]) -> int:
-    """``fedsim validate``: every problem of the config at once (exit 2), or one line saying
-    what it would run (exit 0); nothing is started."""
-    note_sweep_table(config)
-    try:
-        cfg = load(config, overrides)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    print(f"ok: {outline(cfg)}")
-    return 0
-
-
-def main_resume(run_dir: str, verbose: bool) -> int:
-    try:
-        summary = resume(run_dir, verbose=verbose)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    if summary["status"] != "completed":
-        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir}/rounds.jsonl", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main_run(config: str, out: str | None, overrides: list[str], verbose: bool, *, deploy: bool = False) -> int:
-    """``fedsim run`` (Flower's simulation engine) or, with ``deploy``, ``fedsim deploy`` (its
-    Deployment Engine on this machine, ``fedsim.deploy``)."""
-    note_sweep_table(config)
-    try:
-        cfg = load(config, overrides)
-        run_dir = prepare_out(out, cfg)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    if deploy:
-        from fedsim.deploy import deploy as run_deployed
-
-        summary = run_deployed(cfg, run_dir)
-    else:
-        try:
-            summary = run(cfg, run_dir, verbose=verbose)
-        except ConfigError as e:
-            print(f"fedsim: {e}", file=sys.stderr)
-            return 2
-    if summary["status"] != "completed":
-        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
-        return 1
-    return 0

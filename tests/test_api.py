@@ -57,12 +57,11 @@ def test_keyword_overrides_set_sections_key_by_key_and_params_whole():
     assert cfg.attack.data.poison_rate == 0.25
 
 
-def test_fedsim_sweep_is_callable_also_once_the_sweep_module_is_imported():
+def test_fedsim_sweep_is_the_api_function_also_once_the_sweep_command_module_is_imported():
     import fedsim.api
-    import fedsim.sweep
+    import fedsim.sweep_run  # noqa: F401 (what `fedsim sweep` runs)
 
-    assert callable(fedsim.sweep) and fedsim.sweep.plan  # the module, still itself
-    assert fedsim.run_sweep is fedsim.api.sweep
+    assert fedsim.sweep is fedsim.api.sweep and fedsim.run_sweep is fedsim.api.sweep
 
 
 def test_make_config_applies_python_overrides_and_names_every_problem():

@@ -184,7 +184,7 @@ def test_collect_reads_completed_cells_by_arm_in_seed_order(tmp_path):
 def test_run_claims_runs_each_arm_as_a_sweep_and_writes_claims_md(tmp_path, monkeypatch):
     """The sweep machinery is replaced by one that writes each cell's summary: ASR = the
     cell's attack.data.poison_rate (so the claim 'increasing' reproduces)."""
-    import fedsim.sweep as sweep
+    import fedsim.sweep_run as sweep
 
     base = tmp_path / "base.toml"
     base.write_text('name = "b"\nrounds = 1\n[model]\ninit = "scratch"\n[data]\ntrain_size = 200\ntest_size = 100\n')

@@ -83,7 +83,7 @@ def test_another_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monke
     cleanup used to skip all of that). Flower's runtime is replaced by the Ctrl-C it raises."""
     import flwr.simulation
 
-    from fedsim import runner
+    from fedsim import ray_session
     from fedsim.cli import main
 
     ray_root = tmp_path / "ray"
@@ -94,7 +94,7 @@ def test_another_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monke
         raise KeyboardInterrupt
 
     ended = []
-    real_end_ray = runner.end_ray
+    real_end_ray = ray_session.end_ray
 
     def end_ray(ray_dir, grace_s=5.0):
         os.kill(os.getpid(), signal.SIGINT)
@@ -103,7 +103,7 @@ def test_another_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monke
         ended.append(ray_dir)
 
     monkeypatch.setattr(flwr.simulation, "run_simulation", run_simulation)
-    monkeypatch.setattr(runner, "end_ray", end_ray)
+    monkeypatch.setattr(ray_session, "end_ray", end_ray)
     argv = ["run", str(ROOT / "configs" / "quickstart.toml"), "--out", str(tmp_path / "run")]
     for item in [*TINY, "resources.engine='ray'"]:  # the faked runtime is Ray's
         argv += ["--set", item]

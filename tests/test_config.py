@@ -159,11 +159,11 @@ def test_impossible_dirichlet_split_fails_before_anything_starts():
 
 
 def test_client_cpus_beyond_what_ray_may_use_is_refused(monkeypatch):
-    from fedsim import runner
+    from fedsim import ray_session, runner
 
     with pytest.raises(ConfigError, match=r"resources.client_cpus=4.0 exceeds the 2 CPUs Ray may use \(resources.total_cpus\)"):
         runner.load(None, ["resources.client_cpus=4", "resources.total_cpus=2"])
-    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    monkeypatch.setattr(ray_session, "available_cpus", lambda: 2)
     with pytest.raises(ConfigError, match="client_cpus=3.0 exceeds the 2 CPUs.*all of this machine's"):
         runner.load(None, ["resources.client_cpus=3"])
     # total_cpus may exceed the cores (Ray counts logical CPUs)

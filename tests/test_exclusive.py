@@ -14,7 +14,8 @@ import torch
 
 from fedsim.config import ConfigError
 from fedsim.report import LOCK_FILE, RunDirectoryError, exclusive
-from fedsim.runner import CHECKPOINT, RAY_PREFIX, RAY_SESSION, resume
+from fedsim.ray_session import RAY_PREFIX, RAY_SESSION
+from fedsim.runner import CHECKPOINT, resume
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = "import sys, time; from fedsim.report import exclusive\nwith exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)"

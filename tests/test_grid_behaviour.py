@@ -1,5 +1,5 @@
 """A grid's axes (``fedsim.grid``): which value of an axis a run's config is labelled with, and
-which pairs of axes conflict (``fedsim.sweep.plan`` refuses them)."""
+which pairs of axes conflict (``fedsim.sweep_run.plan`` refuses them)."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 from fedsim.config import ConfigError
 from fedsim.grid import Axis, axis_conflicts, label_in
 from fedsim.results import Run, labels_of
-from fedsim.sweep import plan
+from fedsim.sweep_run import plan
 
 # Three values of one axis; a config holding a = 1 and b = 2 matches all three. The most
 # specific (most settings) is neither the first nor the last declared.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.sweep import Plan, plan, run_plan
+from fedsim.sweep_run import Plan, plan, run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = sorted(p for p in (ROOT / "labs").iterdir() if p.is_dir() and re.match(r"\d\d-", p.name))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.runner import backend_config, end_ray, load, session_processes
+from fedsim.ray_session import end_ray, session_processes
+from fedsim.runner import backend_config, load
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ scenarios, the heatmaps' and curves' contents (read back from the figures), and 
 ``write_results`` writes; expected values computed by hand."""
 
 import csv
-import io
 import json
 import math
 from pathlib import Path

@@ -19,7 +19,8 @@ import torch
 from fedsim.app.recorder import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fedsim.config import ConfigError
 from fedsim.report import RunDirectory
-from fedsim.runner import RAY_SESSION, end_leftover_session, resumable, resume
+from fedsim.ray_session import RAY_SESSION, end_leftover_session
+from fedsim.runner import resumable, resume
 from strategies import centered_clipping, foolsgold
 from strategies.robust_strategy import NODE_MEMORY, RobustStrategy
 from tests.conftest import make_reply
@@ -263,7 +264,7 @@ def test_end_ray_ends_renamed_orphans_and_the_descendants_of_the_session(tmp_pat
     """After a kill -9, Ray's agents live on as orphans whose command line (``ray::DashboardAgent``)
     no longer names the session folder; they hold their logs in it open. A worker spawned by the
     raylet names nothing of the folder at all. end_ray must find both."""
-    from fedsim.runner import end_ray, session_processes
+    from fedsim.ray_session import end_ray, session_processes
 
     ray_dir = tmp_path / "fedsim-ray-x"
     (ray_dir / "logs").mkdir(parents=True)

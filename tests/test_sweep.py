@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from fedsim import runner, sweep
+import fedsim.sweep_run as sweep
+from fedsim import ray_session, runner
 from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.grid import Axis, expand, infer_axes, label_of
 from fedsim.report import RunDirectory, summarize
-from fedsim.sweep import plan
+from fedsim.sweep_run import plan
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Small enough for the config checks to be instant (no run starts in the unit tests).
@@ -59,14 +60,14 @@ ATTACKS = """
 
 
 class FakeCluster:
-    """``runner.start_cluster`` and ``runner.end_ray`` for the sweeps with fake runs: records
+    """``ray_session.start_cluster`` and ``ray_session.end_ray`` for the sweeps with fake runs: records
     what was started and ended, starts nothing."""
 
     def __init__(self, tmp_path):
         self.started, self.ended, self.tmp = [], [], tmp_path
 
     def start(self, cpus):
-        folder = self.tmp / f"{runner.RAY_PREFIX}{len(self.started)}"
+        folder = self.tmp / f"{ray_session.RAY_PREFIX}{len(self.started)}"
         folder.mkdir()
         self.started.append(cpus)
         return folder, f"127.0.0.1:{6000 + len(self.started)}"
@@ -80,8 +81,8 @@ def fake_cluster(request, tmp_path, monkeypatch):
     """No real Ray cluster for the sweeps whose runs are fakes (the slow tests run real ones)."""
     cluster = FakeCluster(tmp_path)
     if request.node.get_closest_marker("slow") is None:
-        monkeypatch.setattr(runner, "start_cluster", cluster.start)
-        monkeypatch.setattr(runner, "end_ray", cluster.end)
+        monkeypatch.setattr(ray_session, "start_cluster", cluster.start)
+        monkeypatch.setattr(ray_session, "end_ray", cluster.end)
     return cluster
 
 
@@ -228,7 +229,7 @@ def test_report_infers_the_axes_and_computes_mean_and_sample_std_over_seeds(fake
     # two axes recovered from the configs: the attack keys change together (one axis), then the rule
     attack_none, attack_lie = "data.enabled=true,byzantine.name=none", "data.enabled=false,byzantine.name=lie"
     asr = md.split("## final ASR")[1].split("##")[0]
-    assert f"| attack \\ strategy.name | fedavg | median |" in asr
+    assert "| attack \\ strategy.name | fedavg | median |" in asr
     # fedavg/none ASR 0.9, 0.8, 0.4: mean 0.7, sample std sqrt(((.2)²+(.1)²+(.3)²)/2) = 0.2646
     assert f"| {attack_none} | 0.700 ± 0.265 | 0.300 ± 0.265 |" in asr
     # median/lie: seed 2 failed, so the mean of 2 of 3 (0.05, 0.05: std 0)
@@ -382,11 +383,11 @@ def test_the_cells_that_run_share_one_cluster_ended_with_the_sweep(tmp_path, fak
     config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n' + ATTACKS)
     out = tmp_path / "out"
     seen = []
-    monkeypatch.setattr(runner, "end_leftover_session", lambda d: seen.append(d))
+    monkeypatch.setattr(ray_session, "end_leftover_session", lambda d: seen.append(d))
     assert main(["sweep", config, "--out", str(out)]) == 1
     # one cluster with the cells' CPUs, every run on it (a failed one too), ended at the end
     assert fake_cluster.started == [2] and fake.addresses == ["127.0.0.1:6001"] * 4
-    assert fake_cluster.ended == [f"{runner.RAY_PREFIX}0"] and not (out / runner.RAY_SESSION).exists()
+    assert fake_cluster.ended == [f"{ray_session.RAY_PREFIX}0"] and not (out / ray_session.RAY_SESSION).exists()
     assert seen == [out]  # what a killed sweep left running is ended first
     # every cell completed before (the failed one aside): nothing runs, no cluster starts
     for name in ("fedavg__lie__seed7",):
@@ -401,14 +402,14 @@ def test_the_cluster_is_named_in_the_sweep_folder_while_it_lives(tmp_path, fake_
     named = []
 
     def run(cfg, run_dir, *, log=None, ray_address=None):
-        named.append((out / runner.RAY_SESSION).read_text())
+        named.append((out / ray_session.RAY_SESSION).read_text())
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run", run)
     config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
     assert main(["sweep", config, "--out", str(out)]) == 130
-    assert named == [str(tmp_path / f"{runner.RAY_PREFIX}0")]
-    assert fake_cluster.ended == [f"{runner.RAY_PREFIX}0"]  # Ctrl-C ends it too
+    assert named == [str(tmp_path / f"{ray_session.RAY_PREFIX}0")]
+    assert fake_cluster.ended == [f"{ray_session.RAY_PREFIX}0"]  # Ctrl-C ends it too
 
 
 @pytest.mark.parametrize("extra, why", [
@@ -429,7 +430,7 @@ def test_a_cluster_that_fails_to_start_leaves_each_run_its_own_session(tmp_path,
     def broken(cpus):
         raise subprocess.CalledProcessError(1, ["ray", "start"])
 
-    monkeypatch.setattr(runner, "start_cluster", broken)
+    monkeypatch.setattr(ray_session, "start_cluster", broken)
     fake = FakeRunner()
     monkeypatch.setattr(runner, "run", fake)
     out = tmp_path / "out"
@@ -718,7 +719,7 @@ def test_in_a_mixed_sweep_the_in_process_cells_run_side_by_side_then_those_on_ra
 
 def test_default_jobs_fill_the_cores_and_a_cell_server_gets_its_share_unless_its_config_names_it(
         tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "available_cpus", lambda: 8)
+    monkeypatch.setattr(ray_session, "available_cpus", lambda: 8)
     cfgs = [load_config(None, [f"resources.client_threads={t}", f"resources.engine='{e}'"])
             for t, e in ((1, "inprocess"), (2, "inprocess"), (1, "inprocess"), (1, "ray"))]
     assert sweep.default_jobs(cfgs) == 3  # 8 cores // 2 threads a client = 4, but 3 in-process cells
@@ -777,13 +778,13 @@ def test_a_real_sweep_of_eight_runs_then_a_rerun_that_skips_them_all(tmp_path, c
     argv = ["sweep", str(config), "--out", str(out), "--grid", "strategy.name=['fedavg', 'median']",
             "--seeds", "2", *(a for item in TINY for a in ("--set", item))]
     clusters = []
-    start = runner.start_cluster
-    monkeypatch.setattr(runner, "start_cluster", lambda cpus: clusters.append(start(cpus)) or clusters[-1])
+    start = ray_session.start_cluster
+    monkeypatch.setattr(ray_session, "start_cluster", lambda cpus: clusters.append(start(cpus)) or clusters[-1])
     assert main(argv) == 0, capsys.readouterr()
     # the cells shared one Ray cluster, gone with the sweep
     [(folder, address)] = clusters
-    assert runner.session_processes(folder) == [] and not folder.exists()
-    assert not (out / runner.RAY_SESSION).exists()
+    assert ray_session.session_processes(folder) == [] and not folder.exists()
+    assert not (out / ray_session.RAY_SESSION).exists()
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}

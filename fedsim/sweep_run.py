@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -31,9 +30,10 @@ from datetime import datetime
 from multiprocessing import connection
 from pathlib import Path
 
+from fedsim import ray_session
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
 from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes, select
-from fedsim.report import RunDirectory, RunDirectoryError, exclusive, new_run_directory, read_summary
+from fedsim.report import RunDirectory, exclusive, new_run_directory, read_summary
 from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 
 LOG_FILE = "sweep.log"
@@ -157,7 +157,7 @@ def set_aside(path: Path) -> Path:
 
 
 class SharedCluster:
-    """One Ray cluster for every cell of a sweep that runs (``runner.start_cluster``, started
+    """One Ray cluster for every cell of a sweep that runs (``ray_session.start_cluster``, started
     when the first cell that is not skipped needs it, ended when the sweep ends, however it
     ends): starting Ray is a fixed cost of every run, ≈ 5 s of a 3-round cell here (2-vCPU VM
     B, 2026-11-25; same numbers either way), paid once. Not used when a cell names a cluster
@@ -179,9 +179,7 @@ class SharedCluster:
         self.address: str | None = None
 
     def __enter__(self):
-        from fedsim import runner
-
-        runner.end_leftover_session(self.out)
+        ray_session.end_leftover_session(self.out)
         return self
 
     def __call__(self) -> str | None:
@@ -190,20 +188,18 @@ class SharedCluster:
 
         if self.wanted and self.address is None:
             try:
-                self.folder, self.address = runner.start_cluster(self.total or runner.available_cpus())
+                self.folder, self.address = ray_session.start_cluster(self.total or ray_session.available_cpus())
             except (OSError, subprocess.SubprocessError) as e:
                 self.wanted = False
                 self.log(f"fedsim: no shared Ray cluster ({runner.describe(e)}); each run starts its own")
             else:
-                (self.out / runner.RAY_SESSION).write_text(str(self.folder))
+                (self.out / ray_session.RAY_SESSION).write_text(str(self.folder))
         return self.address
 
     def __exit__(self, *exc):
-        from fedsim import runner
-
         if self.folder is not None:
-            runner.end_ray(self.folder)
-            (self.out / runner.RAY_SESSION).unlink(missing_ok=True)
+            ray_session.end_ray(self.folder)
+            (self.out / ray_session.RAY_SESSION).unlink(missing_ok=True)
 
 
 def run_cell(path: Path, cfg: Config, log, cluster=lambda: None) -> tuple[str, dict]:
@@ -312,12 +308,10 @@ def default_jobs(cfgs: list[Config]) -> int:
     the torch threads of a client (``resources.client_threads``; the in-process engine trains
     one client at a time), at most the number of in-process cells; 1 where every cell runs on
     Ray (those run one after another on the shared cluster, whose CPUs their clients fill)."""
-    from fedsim.runner import available_cpus
-
     local = [cfg for cfg in cfgs if in_process(cfg)]
     if not local:
         return 1
-    return max(1, min(len(local), available_cpus() // max(cfg.resources.client_threads for cfg in local)))
+    return max(1, min(len(local), ray_session.available_cpus() // max(cfg.resources.client_threads for cfg in local)))
 
 
 def server_threads(cfg: Config, parallel: int) -> int | None:
@@ -328,11 +322,9 @@ def server_threads(cfg: Config, parallel: int) -> int | None:
     ask that much of "every core"). None where the config names them: they may change the
     numbers (README), so they stay as the config says even if the cells then ask for more
     threads than there are cores while they evaluate."""
-    from fedsim.runner import available_cpus
-
     if cfg.resources.total_cpus is not None:
         return None
-    return max(1, available_cpus() // parallel, math.ceil(cfg.resources.client_cpus))
+    return max(1, ray_session.available_cpus() // parallel, math.ceil(cfg.resources.client_cpus))
 
 
 def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int | None = None) -> list[dict]:
@@ -415,7 +407,7 @@ def _side_by_side(cells: list[tuple[Cell, Config]], out: Path, jobs: int, progre
     waiting, running, statuses = deque(cells), [], []
     ctrl_c, told, deadline = _CtrlC(), 0, math.inf
     try:
-        with _sigint(ctrl_c):
+        with ray_session.sigint(ctrl_c):
             while waiting or running:
                 while waiting and len(running) < parallel and not ctrl_c.count:
                     cell, cfg = waiting.popleft()
@@ -452,14 +444,6 @@ class _CtrlC:
 
     def __call__(self, signum, frame) -> None:
         self.count += 1
-
-
-def _sigint(handler):
-    """``runner._sigint``: SIGINT handled by ``handler`` meanwhile (imported on use: the runner
-    brings torch and Flower, which a sweep that only plans needs not load)."""
-    from fedsim.runner import _sigint as sigint
-
-    return sigint(handler)
 
 
 @dataclass
@@ -562,7 +546,7 @@ class _Worker:
 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["fedsim.runner"])
-        with _sigint(signal.SIG_IGN):  # inherited by the fork server if this starts it (a moment)
+        with ray_session.sigint(signal.SIG_IGN):  # inherited by the fork server if this starts it (a moment)
             forkserver.ensure_running()
         self.process = context.Process(target=_worker_main, args=(conn, execute, path, cfg, threads),
                                        name=f"fedsim-sweep-{path.name}")
@@ -592,10 +576,8 @@ def _worker_main(conn: connection.Connection, execute, path: Path, cfg: Config, 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _interrupt_when_alone(conn)
     if threads is not None:
-        from fedsim import runner
-
         # what a run takes for "every core" in this process: the cell's share of them
-        runner.available_cpus = lambda: threads
+        ray_session.available_cpus = lambda: threads
     _run_and_report(conn, execute, path, cfg)
 
 
@@ -645,47 +627,3 @@ def _append(out: Path, status: dict) -> None:
 def default_out(config: str | Path) -> Path:
     """``runs/sweep-<config file name>``: the same command finds its own cells again."""
     return Path("runs") / f"sweep-{Path(config).stem}"
-
-
-def main_sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None,
-               jobs: int | None = None, only: list[str] = ()) -> int:
-    """``fedsim sweep``: exit 2 when any cell's config is invalid (nothing started), 1 when a
-    cell failed (the others still ran), 0 when every cell completed. ``jobs``: in-process cells
-    at a time (default ``default_jobs``)."""
-    folder = Path(out) if out is not None else default_out(config)
-    if folder.exists() and not folder.is_dir():
-        print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
-        return 2
-    try:
-        p = plan(config, overrides, grid, seeds, out=folder, only=only)
-    except ConfigError as e:
-        print(f"fedsim: {e}", file=sys.stderr)
-        return 2
-    jobs = jobs or default_jobs([cfg for _, cfg in p.cells])
-    side_by_side = sum(in_process(cfg) for _, cfg in p.cells) > 1 and jobs > 1
-    print(f"fedsim: sweep of {len(p.cells)} runs ({' × '.join(f'{len(a.values)} {a.name}' for a in p.axes) or 'no axes'}"
-          f", {len({c.seed for c, _ in p.cells})} seeds{f', up to {jobs} at a time' if side_by_side else ''}) → {folder}")
-    try:
-        statuses = run_plan(p, folder, config=config, overrides=overrides, jobs=jobs)
-    except RunDirectoryError as e:
-        print(f"fedsim: --out {e}", file=sys.stderr)
-        return 2
-    failed = [s["cell"] for s in statuses if s["status"] != "completed"]
-    print(f"fedsim: {len(statuses) - len(failed)} of {len(statuses)} runs completed → {folder}/results.md")
-    if failed:
-        print(f"fedsim: {len(failed)} failed: {', '.join(failed)} (see {folder}/{STATUS_FILE})", file=sys.stderr)
-        return 1
-    return 0
-
-
-class _CallableModule(type(sys)):
-    """``fedsim.sweep`` is this module once imported (Python sets the package attribute), and
-    the Python API's ``fedsim.sweep(...)`` (``fedsim.api.sweep``): calling the module runs it."""
-
-    def __call__(self, *args, **kwargs):
-        from fedsim.api import sweep
-
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
