@@ -28,9 +28,10 @@ PER_CLIENT = 200
 CHILD = r"""
 import json, resource, sys
 from fedsim.app.build import _partition, _model
-from fedsim.config import load_config, source_splits
+from fedsim.app.data_plan import source_splits
+from fedsim.runner import load
 path, n, whole = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "whole"
-cfg = load_config(path, [])
+cfg = load(path, [])
 _, preprocess, _ = _model(cfg.model.name)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if whole:

@@ -1,20 +1,19 @@
 """Experiment configuration: a TOML file validated into typed objects before anything starts.
 
 Every error names the field, the value given and what is allowed (``ConfigError``). Checks
-that need the registries of ``strategies/`` or ``clients/`` (rule parameters, trigger names)
-are injected by the app layer through ``extra_checks`` so that this leaf imports neither.
+that open the data, read a model file or need the registries of ``strategies/`` or
+``clients/`` (rule parameters, trigger names) are injected by the app layer through
+``extra_checks`` (``fedsim.app.config_checks``) so that this leaf does none of it.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import json
 import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,19 +21,8 @@ import numpy as np
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedsim.data import (
-    DATASETS,
-    PARTITIONS,
-    SHAPES,
-    ZERO_SHOT_TEMPLATES,
-    DataError,
-    check_images,
-    load_split,
-    open_dataset,
-    sample,
-)
-from fedsim.data.shapes import IMAGE_SIZE as SHAPES_IMAGE_SIZE
-from fedsim.models import TINY_MODELS, CheckpointError, check_checkpoint, checkpoint_file, model_image_size
+from fedsim.data import DATASETS, PARTITIONS
+from fedsim.models import TINY_MODELS
 
 
 class ConfigError(ValueError):
@@ -198,14 +186,7 @@ class ModelConfig(_Section):
             )
         if not os.path.exists(self.pretrained):
             raise ValueError(f"pretrained={self.pretrained!r}: no such file")
-        if not os.path.isfile(self.pretrained):
-            try:
-                checkpoint_file(self.pretrained)
-            except CheckpointError as e:
-                raise ValueError(f"pretrained={self.pretrained!r}: {e}; allowed: a checkpoint file "
-                                 "(torch.save(model.state_dict(), path) or .safetensors) or such a "
-                                 "folder") from None
-        return self
+        return self  # what the file or folder holds: fedsim.app.data_plan.check_model
 
 
 class ClientsConfig(_Section):
@@ -769,191 +750,6 @@ def _read(p: Path, seen: tuple[Path, ...]) -> dict:
     return _merge(_read(p.parent / base, seen + (p.resolve(),)), raw)
 
 
-def eval_source(cfg: Config) -> tuple[str, str, dict] | None:
-    """(name, path, params) of the evaluation set: ``[eval]``, else the training source's own
-    labelled test split (None: shapes' generated one). Raises ConfigError for a source that has
-    no test split (every one but CIFAR) and no ``[eval]``."""
-    d, e = cfg.data, cfg.eval
-    if e.name is not None:
-        return e.name, e.path, e.params
-    if d.name == "shapes":
-        return None
-    if d.name in ("cifar10", "cifar100"):
-        return d.name, d.path, {**d.params, "split": "test"}
-    raise ConfigError(invalid([
-        f"eval: data.name={d.name!r} has no labelled test split; add an [eval] section with a "
-        "labelled set for the zero-shot evaluation, e.g. name = \"imagefolder\", path = \"eval/\""
-    ]))
-
-
-def source_splits(cfg: Config):
-    """The (train, root) views of the training source (``data.name`` ≠ "shapes"): disjoint
-    seeded random choices of at most ``data.train_size`` and ``data.root_size`` samples.
-    Cached per process (views are immutable; a client re-opens the index once, not per round)."""
-    return _source_splits(cfg.data.model_dump_json(), cfg.seed)
-
-
-@lru_cache(maxsize=4)
-def _source_splits(data_json: str, seed: int):
-    d = DataConfig.model_validate_json(data_json)
-    index = open_dataset(d.name, d.path, **d.params)
-    train, root = sample(len(index), (d.train_size, d.root_size), seed)
-    return index.subset(train), index.subset(root)
-
-
-def eval_index(cfg: Config):
-    """The evaluation view (at most ``data.test_size`` samples, a seeded random choice) of
-    ``eval_source``; None for shapes' generated test split. Cached per process."""
-    source = eval_source(cfg)
-    if source is None:
-        return None
-    name, path, params = source
-    return _eval_index(name, path, json.dumps(params, sort_keys=True), cfg.data.test_size, cfg.seed)
-
-
-@lru_cache(maxsize=4)
-def _eval_index(name: str, path: str, params_json: str, size: int, seed: int):
-    index = open_dataset(name, path, **json.loads(params_json))
-    (rows,) = sample(len(index), (size,), seed + 1)
-    return index.subset(rows)
-
-
-def train_classnames(cfg: Config) -> tuple[str, ...] | None:
-    """The class names the training labels index (None: the source has no classes)."""
-    return SHAPES if cfg.data.name == "shapes" else source_splits(cfg)[0].classnames
-
-
-def eval_classes(cfg: Config, index=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(class names, zero-shot templates) of the evaluation set (``index``, when already open)."""
-    index = eval_index(cfg) if index is None else index
-    return (SHAPES, ZERO_SHOT_TEMPLATES) if index is None else (index.classnames, index.templates)
-
-
-def _opened(field: str, open_it):
-    try:
-        return open_it()
-    except (DataError, ValueError, TypeError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(invalid([f"{field}: {e}"])) from None
-
-
-def client_parts(cfg: Config, num_samples: int, labels) -> list[np.ndarray]:
-    """The clients' sample indices of a training split of ``num_samples`` samples with int
-    ``labels`` (read only by a label-based partition): ``data.partition``'s partitioner with
-    its ``data`` parameters, ``seed`` and ``MIN_CLIENT_SAMPLES`` — the one split that the
-    config check and every client draw."""
-    p = PARTITIONS[cfg.data.partition]
-    first = np.asarray(labels) if p.by_label else num_samples
-    params = [getattr(cfg.data, name) for name in p.params]
-    return p.split(first, cfg.clients.num, *params, seed=cfg.seed, min_size=MIN_CLIENT_SAMPLES)
-
-
-def image_size(cfg: Config) -> int:
-    """The side of the images the clients hold and the triggers see: shapes are generated at
-    32 px; a source's images are decoded at the model's image size. The model's own
-    preprocessing resizes either to its input size."""
-    return SHAPES_IMAGE_SIZE if cfg.data.name == "shapes" else model_image_size(cfg.model.name)
-
-
-def check_data(cfg: Config) -> None:
-    """Open the training and evaluation sources (their own parsers check path and params),
-    then check what the run needs of them: two samples per client, labels for a label-based
-    partition and for label-consistent poisoning, class names for the evaluation, the attack
-    target among them. Whether a partition gives every client ``MIN_CLIENT_SAMPLES`` samples
-    (and, for "pathological", exactly k classes) can depend on its draws, so draw it here from
-    the same labels, seed and minimum as the clients (``client_parts``). Last, as the slowest
-    check, every image the run will read (training, root and evaluation views) is decoded
-    (``check_images``, cached across runs), so that a truncated file fails here and not in a
-    client that would then fail every round."""
-    d, a = cfg.data, cfg.attack
-    w = cfg.model.warm
-    if cfg.model.init == "warm" and w.name is not None:
-        warm = _opened("model.warm", lambda: open_dataset(w.name, w.path, **w.params))
-        if len(warm) < 2:
-            raise ConfigError(invalid([f"model.warm: {warm.source} has {len(warm)} samples; the warm start needs ≥ 2"]))
-    by_label = PARTITIONS[d.partition].by_label
-    if d.name == "shapes":
-        num_samples = d.train_size
-        labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if by_label else None
-        size = f"data.train_size={d.train_size}"
-    else:
-        if cfg.model.init == "warm" and cfg.model.warm.name is None:
-            raise ConfigError(invalid([
-                f"model.init='warm' pretrains on generated shapes unless [model.warm] names a source, "
-                f"not data.name={d.name!r}; set model.warm.name and path to your public split (a source "
-                "of fedsim list datasets), or model.init = \"scratch\""
-            ]))
-        train, root = _opened("data", lambda: source_splits(cfg))
-        if cfg.clients.num > len(train) // MIN_CLIENT_SAMPLES:
-            raise ConfigError(invalid([
-                f"clients.num={cfg.clients.num} leaves fewer than {MIN_CLIENT_SAMPLES} samples per client "
-                f"({train.source} gives {len(train)} samples)"
-            ]))
-        num_samples, labels, size = len(train), train.labels, f"{len(train)} samples of {train.source}"
-        if labels is None and by_label:
-            unlabelled = ", ".join(f'"{k}"' for k, p in PARTITIONS.items() if not p.by_label)
-            raise ConfigError(invalid([
-                f"data.partition={d.partition!r} splits by label; {train.source} has none; "
-                f"use partition = {unlabelled}"
-            ]))
-        # what needs images of the target class among the training data
-        needs = [f for f, on in (
-            ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
-            ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
-            ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
-            ("objective='simclr' (SSL-Backdoor poisons target-class images)", cfg.objective == "simclr"),
-        ) if on and a.enabled and a.data.enabled]
-        if needs and (train.classnames is None or a.data.target not in train.classnames):
-            raise ConfigError(invalid([
-                f"{needs[0]} needs images of the target class; {train.source} has no class "
-                f"{a.data.target!r} (caption-only sources have no classes); use plain poisoning"
-            ]))
-    index = _opened("eval", lambda: eval_index(cfg))
-    if index is not None and (index.labels is None or index.classnames is None):
-        raise ConfigError(invalid([
-            f"eval: {index.source} has no class names; the zero-shot evaluation needs a labelled set "
-            "(imagefolder, cifar10, cifar100)"
-        ]))
-    classnames = SHAPES if index is None else index.classnames
-    if cfg.objective == "simclr" and d.name != "shapes" and train.classnames != classnames:
-        raise ConfigError(invalid([
-            f"objective='simclr' evaluates by kNN against the labelled training data, so the evaluation "
-            f"set must have the same classes; {train.source} has "
-            f"{None if train.classnames is None else len(train.classnames)} classes, the evaluation set "
-            f"{len(classnames)}; allowed: a labelled source and its own test split (or the same class names)"
-        ]))
-    if a.data.target not in classnames:
-        shown = ", ".join(classnames[:10]) + (", …" if len(classnames) > 10 else "")
-        raise ConfigError(invalid([
-            f"attack.data.target={a.data.target!r} is not a class of the evaluation set; allowed: {shown}"
-        ]))
-    try:
-        client_parts(cfg, num_samples, labels)
-    except ValueError as e:
-        params = "".join(f" data.{k}={getattr(d, k)}" for k in PARTITIONS[d.partition].params)
-        raise ConfigError(invalid([
-            f"data.partition={d.partition!r}{params} cannot split {size} over clients.num={cfg.clients.num} "
-            f"clients with {MIN_CLIENT_SAMPLES}+ samples each (seed={cfg.seed}): {e}"
-        ])) from None
-    if d.name != "shapes":
-        _opened("data", lambda: check_images(train, root))
-    if index is not None:
-        _opened("eval", lambda: check_images(index))
-
-
-def check_model(cfg: Config) -> None:
-    """``model.pretrained`` fits ``model.name``: the same keys and shapes (read without
-    loading the tensors, and with ``weights_only=True``, so a file that pickles anything but
-    tensors and plain containers is refused here)."""
-    if cfg.model.pretrained is None:
-        return
-    try:
-        check_checkpoint(cfg.model.name, cfg.model.pretrained)
-    except CheckpointError as e:
-        raise ConfigError(invalid([f"model.pretrained: {e}"])) from None
-
-
 def read_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict:
     """The raw table of a TOML config (or ``{}`` for the defaults when ``path`` is None;
     ``extends`` chains files) with the ``--set`` overrides applied, not yet validated."""
@@ -1000,7 +796,7 @@ def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] 
             raise ConfigError(invalid([*problems_of(ConfigError(_format(e))), *problems_of(rest)])) from None
         raise ConfigError(_format(e)) from None
     problems: list[str] = []
-    for check in (check_data, check_model, *extra_checks):
+    for check in extra_checks:
         try:
             check(cfg)
         except ConfigError as e:

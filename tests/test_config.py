@@ -48,7 +48,7 @@ def test_defaults_and_shipped_configs_validate():
 )
 def test_config_errors_name_field_value_and_allowed(tmp_path, text, expect):
     with pytest.raises(ConfigError) as e:
-        load_config(_write(tmp_path, text))
+        load_config(_write(tmp_path, text), extra_checks=run_checks())
     for fragment in expect:
         assert fragment in str(e.value), (fragment, str(e.value))
 
@@ -148,7 +148,7 @@ def test_impossible_dirichlet_split_fails_before_anything_starts():
     overrides = ["clients.num=50", "clients.per_round=10", "data.partition='dirichlet'",
                  "data.alpha=0.001", "data.train_size=200"]
     with pytest.raises(ConfigError) as e:
-        load_config(None, overrides)
+        load_config(None, overrides, run_checks())
     for fragment in ("data.partition='dirichlet'", "data.alpha=0.001", "clients.num=50", "data.train_size=200"):
         assert fragment in str(e.value), (fragment, str(e.value))
     # a feasible skewed split passes, and is the one the clients draw (fedsim.app._partition)

@@ -4,7 +4,9 @@ on tiny CSV caption sets and image folders the tests write."""
 import pytest
 from PIL import Image
 
-from fedsim.config import ConfigError, eval_index, load_config, source_splits
+from fedsim.app.data_plan import eval_index, source_splits
+from fedsim.config import ConfigError
+from fedsim.runner import load
 
 COLORS = [(200, 10, 20), (15, 190, 40), (30, 60, 220), (250, 250, 250), (240, 200, 0)]
 
@@ -54,7 +56,7 @@ def byod(tmp_path):
 
 def test_paths_are_relative_to_the_config_file_and_sources_open(byod, monkeypatch):
     monkeypatch.chdir("/")
-    cfg = load_config(write_config(byod, CSV_WITH_EVAL))
+    cfg = load(write_config(byod, CSV_WITH_EVAL))
     assert cfg.data.path == str(byod / "data" / "captions.csv")
     assert cfg.eval.path == str(byod / "evalset")
     train, root = source_splits(cfg)
@@ -65,13 +67,13 @@ def test_paths_are_relative_to_the_config_file_and_sources_open(byod, monkeypatc
 def test_train_and_root_are_disjoint_seeded_choices(tmp_path):
     write_csv_set(tmp_path / "data", 30)
     write_imagefolder(tmp_path / "evalset")
-    cfg = load_config(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "data.root_size=3"])
+    cfg = load(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "data.root_size=3"])
     train, root = source_splits(cfg)
     assert (len(train), len(root)) == (20, 3)
     assert not set(train.captions) & set(root.captions)
     first_rows = {f"a picture number {i} of colour {i % len(COLORS)}" for i in range(20)}
     assert set(train.captions) != first_rows  # a random choice, not the file's first rows
-    again = load_config(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "seed=1"])
+    again = load(write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "seed=1"])
     assert source_splits(again)[0].captions != train.captions
 
 
@@ -97,7 +99,7 @@ def test_data_problems_name_the_field_the_value_and_what_is_allowed(byod, overri
     # relative --set paths are the caller's (cwd), as on a command line
     override = [o.replace("'data/", f"'{byod}/data/") for o in override]
     with pytest.raises(ConfigError) as e:
-        load_config(write_config(byod, CSV_WITH_EVAL), override)
+        load(write_config(byod, CSV_WITH_EVAL), override)
     for fragment in fragments:
         assert fragment in str(e.value)
 
@@ -105,7 +107,7 @@ def test_data_problems_name_the_field_the_value_and_what_is_allowed(byod, overri
 def test_caption_only_source_needs_an_eval_section(byod):
     body = '[data]\nname = "csv"\npath = "data/captions.csv"\n'
     with pytest.raises(ConfigError, match=r"eval: data.name='csv' has no labelled test split; add an \[eval\]"):
-        load_config(write_config(byod, body))
+        load(write_config(byod, body))
 
 
 def test_empty_source_is_an_error(tmp_path):
@@ -113,14 +115,14 @@ def test_empty_source_is_an_error(tmp_path):
     (tmp_path / "data" / "captions.csv").write_text("image,caption\n")
     write_imagefolder(tmp_path / "evalset")
     with pytest.raises(ConfigError, match="data: csv: .* has a header but no rows"):
-        load_config(write_config(tmp_path, CSV_WITH_EVAL))
+        load(write_config(tmp_path, CSV_WITH_EVAL))
 
 
 def test_path_without_a_source_and_shapes_with_a_path(byod):
     with pytest.raises(ConfigError, match="data: name='shapes' is generated: it takes no path"):
-        load_config(None, ["data.path='x'"])
+        load(None, ["data.path='x'"])
     with pytest.raises(ConfigError, match="eval: name='imagefolder' needs path"):
-        load_config(None, ["eval.name='imagefolder'"])
+        load(None, ["eval.name='imagefolder'"])
 
 
 def test_clients_decode_only_their_partition_and_poison_with_target_templates(byod):
@@ -128,7 +130,7 @@ def test_clients_decode_only_their_partition_and_poison_with_target_templates(by
     from fedsim.data.base import CIFAR_TEMPLATES
     from fedsim.models import create_model_and_transforms
 
-    cfg = load_config(write_config(byod, CSV_WITH_EVAL), ["attack.data.poison_rate=0.5"])
+    cfg = load(write_config(byod, CSV_WITH_EVAL), ["attack.data.poison_rate=0.5"])
     config_json = cfg.model_dump_json()
     honest, attacker = build_client(cfg, config_json, 1), build_client(cfg, config_json, 0)
     assert honest.data.images.shape == (6, 3, 32, 32) and honest.data.labels is None
@@ -149,10 +151,10 @@ def test_cifar_evaluates_on_its_own_test_split_by_default(tmp_path):
 
     write_cifar(tmp_path / "cifar", "cifar10", np.random.default_rng(0))
     body = '[data]\nname = "cifar10"\npath = "cifar"\n[attack.data]\ntarget = "bird"\n'
-    cfg = load_config(write_config(tmp_path, body))
+    cfg = load(write_config(tmp_path, body))
     evalset = eval_index(cfg)
     assert "test" in evalset.source and len(evalset) == 2
     assert evalset.classnames == ("airplane", "automobile", "bird")
     assert len(source_splits(cfg)[0]) == 10
     with pytest.raises(ConfigError, match="attack.data.target='star'.*allowed: airplane, automobile, bird"):
-        load_config(write_config(tmp_path, body.replace('"bird"', '"star"')))
+        load(write_config(tmp_path, body.replace('"bird"', '"star"')))

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 import fedsim.data.base as base
-from fedsim.config import ConfigError, load_config
+from fedsim.config import ConfigError
 from fedsim.data import DataError, check_images, open_dataset
+from fedsim.runner import load
 from tests.test_data_config import CSV_WITH_EVAL, write_config, write_csv_set, write_imagefolder
 from tests.test_data_sources import png_bytes, write_coco, write_shard
 
@@ -62,7 +63,7 @@ def test_truncated_png_in_a_csv_source_is_refused_by_the_config_check(byod):
     bad = byod / "data" / "img" / "7.png"
     bad.write_bytes(truncated("PNG"))
     with pytest.raises(ConfigError) as e:
-        load_config(write_config(byod, CSV_WITH_EVAL))
+        load(write_config(byod, CSV_WITH_EVAL))
     message = str(e.value)
     # the field, the CSV and its line (header + row 7), the sample, the image file, what to do
     for fragment in ("data: 1 of 12 images are not readable", "captions.csv line 9, sample 7",
@@ -74,20 +75,20 @@ def test_truncated_eval_image_is_refused_under_eval(byod):
     bad = byod / "evalset" / "dog" / "2.png"
     bad.write_bytes(truncated("PNG"))
     with pytest.raises(ConfigError, match=r"eval: 1 of 12 images are not readable: imagefolder .*dog/2\.png"):
-        load_config(write_config(byod, CSV_WITH_EVAL))
+        load(write_config(byod, CSV_WITH_EVAL))
 
 
 def test_root_view_images_are_checked_too(tmp_path):
-    from fedsim.config import source_splits
+    from fedsim.app.data_plan import source_splits
 
     write_csv_set(tmp_path / "data", 30)
     write_imagefolder(tmp_path / "evalset")
     config, sizes = write_config(tmp_path, CSV_WITH_EVAL), ["data.train_size=20", "data.root_size=3"]
-    _, root = source_splits(load_config(config, sizes))
+    _, root = source_splits(load(config, sizes))
     row = root._rows.tolist()[1]
     (tmp_path / "data" / "img" / f"{row}.png").write_bytes(truncated("PNG"))
     with pytest.raises(ConfigError, match=rf"data: 1 of 23 images are not readable: .*sample {row}: .*{row}\.png"):
-        load_config(config, sizes)
+        load(config, sizes)
 
 
 def test_truncated_jpeg_passes_verify_but_not_the_check(tmp_path):
@@ -103,31 +104,31 @@ def test_truncated_jpeg_passes_verify_but_not_the_check(tmp_path):
 
 def test_a_second_check_only_stats_and_a_changed_file_is_decoded_again(byod, decodes, own_cache):
     config = write_config(byod, CSV_WITH_EVAL)
-    load_config(config)
+    load(config)
     assert len(decodes) == 24  # 12 training images, 12 evaluation images
     doc = json.loads(own_cache.read_text())
     assert doc["version"] == base.CHECKED_VERSION and len(doc["files"]) == 24
     assert [p.name for p in own_cache.parent.iterdir()] == [base.CHECKED_FILE]  # no temporary left
     decodes.clear()
-    load_config(config)
+    load(config)
     assert decodes == []
     # a new size and mtime: decoded again, and again only that one
     changed = byod / "data" / "img" / "3.png"
     noise(20).save(changed)
     decodes.clear()
-    load_config(config)
+    load(config)
     assert len(decodes) == 1 and "sample 3" in decodes[0]
     # the same size, a new mtime (a file rewritten in place)
     stat = os.stat(changed)
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     decodes.clear()
-    load_config(config)
+    load(config)
     assert len(decodes) == 1 and "sample 3" in decodes[0]
     # now truncated, with its mtime restored: the size differs, so it is decoded and refused
     changed.write_bytes(truncated("PNG"))
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     with pytest.raises(ConfigError, match="3.png"):
-        load_config(config)
+        load(config)
 
 
 def test_an_unreadable_image_is_not_remembered(tmp_path, decodes):
@@ -217,7 +218,7 @@ def test_unwritable_cache_folder_does_not_fail_the_check(tmp_path, monkeypatch):
 
 
 def test_shapes_reads_no_file_and_writes_no_cache(own_cache):
-    load_config(None)
+    load(None)
     assert not own_cache.parent.exists()
 
 
@@ -238,7 +239,7 @@ def test_non_utf8_csv_names_the_file_and_the_line(tmp_path, byod):
     captions = byod / "data" / "captions.csv"
     captions.write_bytes(captions.read_bytes().replace(b"number 4", b"n\xfamero 4"))
     with pytest.raises(ConfigError, match=r"data: csv: .*captions\.csv line 6 is not UTF-8"):
-        load_config(write_config(byod, CSV_WITH_EVAL))
+        load(write_config(byod, CSV_WITH_EVAL))
 
 
 # ---------------------------------------------------------------- item 6b: COCO file_name
@@ -304,10 +305,10 @@ def test_allow_outside_root_is_a_bool_and_reaches_the_source_from_the_config(byo
     noise(8).save(byod / "elsewhere.png")
     captions.write_text(captions.read_text().replace("img/5.png", "../elsewhere.png"))
     with pytest.raises(ConfigError, match=r"data: csv: .* line 7 has image='\.\./elsewhere\.png', outside"):
-        load_config(write_config(byod, CSV_WITH_EVAL))
+        load(write_config(byod, CSV_WITH_EVAL))
     allowed = CSV_WITH_EVAL.replace('path = "data/captions.csv"',
                                     'path = "data/captions.csv"\nparams = { allow_outside_root = true }')
-    load_config(write_config(byod, allowed))
+    load(write_config(byod, allowed))
 
 
 @pytest.mark.parametrize("file_name", ["../000000000009.jpg", "ABS"])
@@ -338,14 +339,14 @@ def test_extends_a_folder_says_it_is_a_folder(tmp_path):
     child = tmp_path / "child.toml"
     child.write_text('extends = "configs"\nseed = 1\n')
     with pytest.raises(ConfigError) as e:
-        load_config(child)
+        load(child)
     assert str(e.value) == (f"{child}: extends='configs' ({tmp_path / 'configs'}) is a folder, not a TOML "
                             "file; allowed: a path to another TOML file, relative to this one")
     child.write_text('extends = "/"\n')
     with pytest.raises(ConfigError, match=r"extends='/' \(/\) is a folder, not a TOML file"):
-        load_config(child)
+        load(child)
     child.write_text('extends = "gone.toml"\n')
     with pytest.raises(ConfigError, match=r"extends='gone.toml' \(.*gone.toml\) does not exist; allowed: a path"):
-        load_config(child)
+        load(child)
     with pytest.raises(ConfigError, match=rf"config file '{tmp_path}' is a folder, not a TOML file"):
-        load_config(tmp_path)
+        load(tmp_path)

@@ -4,7 +4,9 @@ determinism in the seed, and infeasible configs refused before anything starts."
 import numpy as np
 import pytest
 
-from fedsim.config import ConfigError, client_parts, load_config
+from fedsim.app.data_plan import client_parts
+from fedsim.config import ConfigError
+from fedsim.runner import load
 from fedsim.data import PARTITIONS, pathological, quantity_skew
 
 
@@ -92,7 +94,7 @@ def test_clients_materialise_the_split_the_config_check_drew():
     from fedsim.app import _partition
     from fedsim.data import load_split
 
-    cfg = load_config(None, ["data.partition='pathological'", "data.classes_per_client=3", "data.train_size=200"])
+    cfg = load(None, ["data.partition='pathological'", "data.classes_per_client=3", "data.train_size=200"])
     labels = load_split("shapes", "train", 200, cfg.seed).labels
     parts = client_parts(cfg, 200, labels)
     assert _assigned_once(parts, 200)
@@ -116,6 +118,6 @@ def test_clients_materialise_the_split_the_config_check_drew():
 ])
 def test_infeasible_partitions_fail_before_anything_starts_naming_the_field(overrides, fragments):
     with pytest.raises(ConfigError) as e:
-        load_config(None, overrides)
+        load(None, overrides)
     for fragment in fragments:
         assert fragment in str(e.value), (fragment, str(e.value))

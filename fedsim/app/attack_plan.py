@@ -33,7 +33,8 @@ from clients.attacks import (
     templated_captions,
 )
 from clients.attacks.contrastive import MIDDLE, middle_position
-from fedsim.config import Config, ConfigError, eval_classes, image_size, source_splits, train_classnames
+from fedsim.app.data_plan import eval_classes, image_size, source_splits, train_classnames
+from fedsim.config import Config, ConfigError
 from fedsim.data import ImageCaptions, load_split, target_captions
 from fedsim.objectives import TRAINING
 from fedsim.records import flatten
@@ -68,7 +69,7 @@ def trigger_of(cfg: Config):
 
 def dba_pieces(cfg: Config, trigger) -> list:
     """DBA's ``attack.data.dba_parts`` pieces of the patch ``trigger``, cut at the clients'
-    image size (``fedsim.config.image_size``: a fractional patch size is resolved there)."""
+    image size (``fedsim.app.data_plan.image_size``: a fractional patch size is resolved there)."""
     side = image_size(cfg)
     return split_patch(trigger.resolve(side, side), cfg.attack.data.dba_parts)
 

@@ -32,14 +32,8 @@ from fedsim.app.attack_plan import (
     target_id,
     trigger_of,
 )
-from fedsim.config import (
-    Config,
-    ConfigError,
-    client_parts,
-    eval_classes,
-    eval_index,
-    source_splits,
-)
+from fedsim.app.data_plan import check_data, check_model, client_parts, eval_classes, eval_index, source_splits
+from fedsim.config import Config, ConfigError
 from fedsim.data import load_split
 from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
@@ -320,7 +314,7 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None, *,
 
 def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | SimCLREvaluator:
     """Zero-shot CA and ASR (for every DBA piece and the text trigger too) and retrieval of
-    ``model`` on the evaluation set (``fedsim.config.eval_index``), with its class names and
+    ``model`` on the evaluation set (``fedsim.app.data_plan.eval_index``), with its class names and
     templates. Retrieval pairs each image with its own caption: shapes' generated captions, or
     the evaluation source's (a template filled with the class name, for a labelled folder).
     In SimCLR mode: kNN and linear-probe CA and ASR on the same evaluation set, the memory
@@ -387,8 +381,10 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
 
 # -- config checks that need the registries ----------------------------------------------------
 def config_checks() -> list[Callable[[Config], None]]:
-    """Checks that need the registries: run before anything starts (``load_config``)."""
-    return [check_strategy, check_attack]
+    """The checks a config must pass before anything starts (``load_config``), beyond its
+    fields: the data and the model file it names (opened), then the registries' (rule and
+    attack names and parameters)."""
+    return [check_data, check_model, check_strategy, check_attack]
 
 
 def check_strategy(cfg: Config) -> None:

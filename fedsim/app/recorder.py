@@ -15,7 +15,8 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.app.attack_plan import schedule_of
-from fedsim.config import Config, eval_classes
+from fedsim.app.data_plan import eval_classes
+from fedsim.config import Config
 from fedsim.provenance import provenance
 from fedsim.report import RunDirectory, summarize, write_atomic
 

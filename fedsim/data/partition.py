@@ -4,7 +4,7 @@ quantity skew drawn from a Dirichlet(β).
 
 Every partitioner is deterministic in ``seed``, assigns every sample to exactly one client,
 and raises ``ValueError`` when it cannot give each client ``min_size`` samples, so that the
-config check (``fedsim.config.check_data``) draws the very split the clients will. It needs
+config check (``fedsim.app.data_plan.check_data``) draws the very split the clients will. It needs
 only the labels (or the sample count), never an image: a client materialises its own part.
 """
 
