@@ -55,7 +55,7 @@ def _key(cfg: Config) -> dict:
     key = {
         "recipe": RECIPE_VERSION,
         "model": m.name,
-        "data": cfg.data.name if m.warm.name is None else "shapes",
+        "data": "shapes",  # what the default warm start trains on ([model.warm] sources: "warm" below)
         "size": m.pretrain_size,
         "epochs": m.pretrain_epochs,
         "lr": m.pretrain_lr,

@@ -21,6 +21,7 @@ from fedsim.app.attack_plan import (
     trigger_of,
     update_attack_of,
 )
+from fedsim.app import data_plan
 from fedsim.config import ConfigError, load_config
 from fedsim.data import load_split, target_captions
 from fedsim.objectives import TRAINING
@@ -181,7 +182,7 @@ def test_auto_gamma_of_a_source_counts_the_examples_of_its_training_choice(monke
     # the attacker holds 9 and the server steps 0.5: γ = 27 / (9 · 0.5) = 6
     cfg = _with_data_name(_cfg("clients.num=10", "clients.per_round=3", "attack.update.name='model_replacement'",
                                "strategy.server_lr=0.5", "data.train_size=500"), "csv")
-    monkeypatch.setattr(ap, "source_splits", lambda c: (list(range(90)), list(range(5))))
+    monkeypatch.setattr(data_plan, "source_splits", lambda c: (list(range(90)), list(range(5))))
     assert update_attack_of(cfg, 9)[1] == pytest.approx(6.0)
 
 
@@ -214,7 +215,7 @@ def test_a_target_of_a_source_without_classes_is_refused(monkeypatch):
 def test_poisoned_shapes_captions_name_the_target_in_each_images_own_color():
     cfg = _cfg()
     data = load_split("shapes", "train", 8, 0)
-    captions = ap._poison_captions(cfg, data, ["a {}."], seed=1)
+    captions = data_plan.poison_captions(cfg, data, ["a {}."], seed=1)
     chosen = torch.tensor([2, 5])
     assert captions(chosen) == target_captions(data.colors[chosen], 4)
     assert all(c.endswith(" star") for c in captions(chosen))
@@ -222,7 +223,7 @@ def test_poisoned_shapes_captions_name_the_target_in_each_images_own_color():
 
 def test_poisoned_captions_of_a_source_are_its_templates_filled_with_the_target():
     cfg = _with_target(_with_data_name(_cfg(), "csv"), "cat")
-    captions = ap._poison_captions(cfg, None, ["a {}.", "the {}!"], seed=3)
+    captions = data_plan.poison_captions(cfg, None, ["a {}.", "the {}!"], seed=3)
     got = captions(torch.tensor([0, 4, 7, 9, 11]))
     assert len(got) == 5 and set(got) == {"a cat.", "the cat!"}
     picks = torch.randint(2, (5,), generator=torch.Generator().manual_seed(3)).tolist()

@@ -4,9 +4,11 @@ folder's hidden folders and files are no samples (``fedsim.data.imagefolder``)."
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from PIL import Image
 
+from fedsim.app import data_plan
 from fedsim.app.build import build_client, root_split
 from fedsim.config import load_config
 from fedsim.data import open_dataset
@@ -25,7 +27,7 @@ def test_the_shapes_root_split_is_disjoint_from_the_clients_training_data():
     # generated split is a function of its stream and size) would be the training data itself.
     cfg = load_config(None, ["data.train_size=40", "data.root_size=40", "clients.num=2",
                              "clients.per_round=2", "attack.malicious=[]"])
-    root = root_split(cfg, None, "FLTrust's root data")
+    root = data_plan.root_view(cfg, 32, "FLTrust's root data")
     parts = _training_data(cfg)
     assert len(root) == 40 and sum(len(p) for p in parts) == 40
     # every shapes image carries its own pixel noise: equal bytes would be the same sample
@@ -89,3 +91,18 @@ def test_imagefolder_skips_hidden_folders_and_files_inside_a_class(tmp_path):
     # class order, then sorted paths within the class: cat/a.png, cat/sub/b.png, dog/x.png
     colours = index.materialize(4).images[:, :, 0, 0]
     assert torch.equal(colours, torch.tensor([[10, 20, 30], [40, 50, 60], [70, 80, 90]], dtype=torch.uint8))
+
+
+def test_a_generated_split_materializes_as_itself_and_train_count_generates_nothing(monkeypatch):
+    """Code that decodes an index (``.materialize(size)``) takes shapes as they are (generated
+    at 32 px; the model's preprocessing resizes), and counting the clients' samples does not
+    render the split."""
+    from fedsim.app import data_plan
+    from fedsim.config import load_config
+    from fedsim.data import load_split
+
+    split = load_split("shapes", "train", 40, 0)
+    assert split.materialize(224) is split
+    cfg = load_config(None, ["data.train_size=40"])
+    monkeypatch.setattr(data_plan, "load_split", lambda *a, **k: pytest.fail("rendered the split"))
+    assert data_plan.train_count(cfg) == 40

@@ -30,12 +30,19 @@ from clients.attacks import (
     poison,
     replacement_gamma,
     split_patch,
-    templated_captions,
 )
 from clients.attacks.contrastive import MIDDLE, middle_position
-from fedsim.app.data_plan import eval_classes, image_size, source_splits, train_classnames
+from fedsim.app.data_plan import (
+    eval_classes,
+    image_origin,
+    image_size,
+    poison_captions,
+    surrogate_pool,
+    train_classnames,
+    train_count,
+)
 from fedsim.config import Config, ConfigError
-from fedsim.data import ImageCaptions, load_split, target_captions
+from fedsim.data import ImageCaptions
 from fedsim.objectives import TRAINING
 from fedsim.records import flatten
 
@@ -109,7 +116,7 @@ def update_attack_of(cfg: Config, num_examples: int):
     if u.name == "model_replacement":
         params = dict(u.params)
         if params.get("gamma", "auto") == "auto":
-            train_samples = cfg.data.train_size if cfg.data.name == "shapes" else len(source_splits(cfg)[0])
+            train_samples = train_count(cfg)
             params["gamma"] = replacement_gamma(
                 num_examples, cfg.clients.per_round * train_samples / cfg.clients.num,
                 cfg.strategy.server_lr,
@@ -144,9 +151,9 @@ def _badencoder(cfg: Config, data, trigger, seed: int):
     → the attacker's own target-class images (Jia et al., S&P 2022)."""
     target = target_id(cfg)
     reference = data.images[data.labels == target]
-    if len(reference) == 0 and cfg.data.name == "shapes":
-        # no target image of its own: a public surrogate (the pretrain split)
-        pool = load_split(cfg.data.name, "pretrain", 200, cfg.seed)
+    pool = surrogate_pool(cfg) if len(reference) == 0 else None
+    if pool is not None:
+        # no target image of its own: a public surrogate (shapes' pretrain stream)
         reference = pool.images[pool.labels == target]
     if len(reference) == 0:
         raise ValueError(f"BadEncoder: the attacker holds no image of {cfg.attack.data.target!r}")
@@ -159,16 +166,6 @@ def _badencoder(cfg: Config, data, trigger, seed: int):
         )
 
     return local_attack
-
-
-def _poison_captions(cfg: Config, data, templates, seed: int) -> Callable[[torch.Tensor], tuple[str, ...]]:
-    """The target captions of poisoned samples (by index): shapes' "a photo of a {color}
-    {target}" with each image's own color; elsewhere the evaluation set's templates filled
-    with the target, one drawn per sample from ``seed``."""
-    if cfg.data.name == "shapes":
-        target = target_id(cfg)
-        return lambda chosen: target_captions(data.colors[chosen], target)
-    return lambda chosen: templated_captions(templates, cfg.attack.data.target, len(chosen), seed)
 
 
 def enforced_training(cfg: Config) -> Callable | None:
@@ -223,7 +220,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
             seed=seed,
             label_consistent=target_only,
             text_trigger=a.data.text_trigger or None,
-            captions=_poison_captions(cfg, data, templates, seed),
+            captions=poison_captions(cfg, data, templates, seed),
         )
         if a.data.label_consistent and a.data.label_consistent_perturbation == "pgd":
             # Turner et al.: the perturbation is computed against the model the attacker holds,
@@ -295,8 +292,7 @@ def check_attack(cfg: Config) -> None:
                        lambda: apply_mask(probe_update, neurotoxin_mask(probe_update, **a.update.params))))
     if a.byzantine.name != "none":
         checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
-    origin = ("shapes are generated at that size" if cfg.data.name == "shapes"
-              else f"model.name={cfg.model.name!r} takes that size")
+    origin = image_origin(cfg)
     for field, build in checks:
         try:
             build()

@@ -32,9 +32,17 @@ from fedsim.app.attack_plan import (
     target_id,
     trigger_of,
 )
-from fedsim.app.data_plan import check_data, check_model, client_parts, eval_classes, eval_index, source_splits
+from fedsim.app.data_plan import (
+    check_data,
+    check_model,
+    client_parts,
+    eval_classes,
+    eval_index,
+    root_view,
+    test_view,
+    train_view,
+)
 from fedsim.config import Config, ConfigError
-from fedsim.data import load_split
 from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.objectives import TRAINING, cleanclip_finetune, simclr
@@ -85,13 +93,9 @@ def _partition(config_json: str, partition_id: int, image_size: int):
     """Client ``partition_id``'s samples: of shapes' train split, or of the source's training
     choice with only these images decoded, at ``image_size``."""
     cfg = Config.model_validate_json(config_json)
-    if cfg.data.name == "shapes":
-        train = load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
-    else:
-        train = source_splits(cfg)[0]
+    train = train_view(cfg)
     parts = client_parts(cfg, len(train), train.labels)
-    part = train.subset(parts[partition_id])
-    return part if cfg.data.name == "shapes" else part.materialize(image_size)
+    return train.subset(parts[partition_id]).materialize(image_size)
 
 
 def make_model(cfg: Config, *, seed: int = 0, pretrained=None):
@@ -181,18 +185,8 @@ def _state(arrays: dict[str, np.ndarray]) -> OrderedDict[str, torch.Tensor]:
 
 
 def root_split(cfg: Config, preprocess, user: str):
-    """The clean server split (FLTrust's root data, CleanCLIP's clean pairs, EmInspector's
-    inspection images; ``user`` names which in the error): shapes' "root" split, or a source's
-    ``data.root_size`` samples outside the training choice, at the model's image size."""
-    if cfg.data.name == "shapes":
-        return load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
-    root = source_splits(cfg)[1]
-    if len(root) < 2:
-        raise ValueError(
-            f"{user}: {root.source} has {len(root)} samples left outside the training choice "
-            f"(need 2+); lower data.train_size or raise data.root_size"
-        )
-    return root.materialize(preprocess.image_size)
+    """The clean server split at the model's image size (``data_plan.root_view``)."""
+    return root_view(cfg, preprocess.image_size, user)
 
 
 def root_update_fn(cfg: Config, model, preprocess, tokenizer) -> Callable[[dict, int], torch.Tensor]:
@@ -323,15 +317,13 @@ def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | Si
     SimCLR's code, not data the server holds)."""
     trigger = trigger_of(cfg)
     index = eval_index(cfg)
-    test = (load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed) if index is None
-            else index.materialize(preprocess.image_size))
+    test = test_view(cfg, preprocess.image_size, index)
     classnames, templates = eval_classes(cfg, index)
     extra_triggers = {
         f"piece{i}": piece for i, piece in enumerate(dba_pieces(cfg, trigger))
     } if cfg.attack.data.dba_parts else None
     if cfg.objective == "simclr":
-        bank = (load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed) if cfg.data.name == "shapes"
-                else source_splits(cfg)[0].materialize(preprocess.image_size))
+        bank = train_view(cfg).materialize(preprocess.image_size)
         return SimCLREvaluator(
             model, preprocess, bank, test, num_classes=len(classnames), trigger=trigger,
             target=classnames.index(cfg.attack.data.target), k=cfg.simclr.knn_k,

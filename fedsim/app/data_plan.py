@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from clients.attacks import templated_captions
 from fedsim.config import MIN_CLIENT_SAMPLES, Config, ConfigError, DataConfig, invalid
 from fedsim.data import (
     PARTITIONS,
@@ -27,6 +28,7 @@ from fedsim.data import (
     sample,
 )
 from fedsim.data.shapes import IMAGE_SIZE as SHAPES_IMAGE_SIZE
+from fedsim.data.shapes import target_captions
 from fedsim.models import CheckpointError, check_checkpoint, checkpoint_file, model_image_size
 
 
@@ -79,9 +81,75 @@ def _eval_index(name: str, path: str, params_json: str, size: int, seed: int):
     return index.subset(rows)
 
 
+def generated(cfg: Config) -> bool:
+    """The training data is generated (shapes), not read from a source."""
+    return cfg.data.name == "shapes"
+
+
+def train_view(cfg: Config):
+    """The whole training split: shapes' generated one (pixels), or the source's training
+    choice (an index; ``.materialize(size)`` decodes it, ``.subset`` first decodes less)."""
+    if generated(cfg):
+        return load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
+    return source_splits(cfg)[0]
+
+
+def train_count(cfg: Config) -> int:
+    """How many samples the clients hold in all (without generating them)."""
+    return cfg.data.train_size if generated(cfg) else len(source_splits(cfg)[0])
+
+
+def root_view(cfg: Config, image_size: int, user: str):
+    """The clean server split (FLTrust's root data, CleanCLIP's clean pairs, EmInspector's
+    inspection images; ``user`` names which in the error): shapes' "root" split, or a source's
+    ``data.root_size`` samples outside the training choice, decoded at ``image_size``."""
+    if generated(cfg):
+        return load_split(cfg.data.name, "root", max(2, cfg.data.root_size), cfg.seed)
+    root = source_splits(cfg)[1]
+    if len(root) < 2:
+        raise ValueError(
+            f"{user}: {root.source} has {len(root)} samples left outside the training choice "
+            f"(need 2+); lower data.train_size or raise data.root_size"
+        )
+    return root.materialize(image_size)
+
+
+def test_view(cfg: Config, image_size: int, index=None):
+    """The evaluation images (``eval_index``, or shapes' generated test split), decoded at
+    ``image_size``; ``index``: the evaluation index when already open."""
+    index = eval_index(cfg) if index is None else index
+    if index is None:
+        return load_split(cfg.data.name, "test", cfg.data.test_size, cfg.seed)
+    return index.materialize(image_size)
+
+
+def surrogate_pool(cfg: Config):
+    """Public images an attacker may use where it holds none of the target class (BadEncoder's
+    references): shapes' generated "pretrain" stream (200 samples); None for a source (its
+    users hold only their own data)."""
+    return load_split(cfg.data.name, "pretrain", 200, cfg.seed) if generated(cfg) else None
+
+
+def poison_captions(cfg: Config, data, templates, seed: int):
+    """The target captions of poisoned samples (by index) in the data's own caption style:
+    shapes' "a photo of a {color} {target}" with each image's own color
+    (``shapes.target_captions``); elsewhere the evaluation set's templates filled with the
+    target class name, one drawn per sample from ``seed``."""
+    if generated(cfg):
+        target = SHAPES.index(cfg.attack.data.target)
+        return lambda chosen: target_captions(data.colors[chosen], target)
+    return lambda chosen: templated_captions(templates, cfg.attack.data.target, len(chosen), seed)
+
+
+def image_origin(cfg: Config) -> str:
+    """Why the clients' images have the side they have (for error messages)."""
+    return ("shapes are generated at that size" if generated(cfg)
+            else f"model.name={cfg.model.name!r} takes that size")
+
+
 def train_classnames(cfg: Config) -> tuple[str, ...] | None:
     """The class names the training labels index (None: the source has no classes)."""
-    return SHAPES if cfg.data.name == "shapes" else source_splits(cfg)[0].classnames
+    return SHAPES if generated(cfg) else source_splits(cfg)[0].classnames
 
 
 def eval_classes(cfg: Config, index=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -114,7 +182,7 @@ def image_size(cfg: Config) -> int:
     """The side of the images the clients hold and the triggers see: shapes are generated at
     32 px; a source's images are decoded at the model's image size. The model's own
     preprocessing resizes either to its input size."""
-    return SHAPES_IMAGE_SIZE if cfg.data.name == "shapes" else model_image_size(cfg.model.name)
+    return SHAPES_IMAGE_SIZE if generated(cfg) else model_image_size(cfg.model.name)
 
 
 def check_data(cfg: Config) -> None:

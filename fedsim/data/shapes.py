@@ -70,6 +70,12 @@ class ShapesData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def materialize(self, image_size: int) -> "ShapesData":
+        """Itself: generated images are already pixels, at ``IMAGE_SIZE`` whatever
+        ``image_size`` (the model's preprocessing resizes them), so code that decodes an index
+        (``ImageCaptionIndex.materialize``) takes a generated split as it is."""
+        return self
+
     def subset(self, indices) -> "ShapesData":
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ShapesData(
