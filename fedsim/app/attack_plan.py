@@ -43,7 +43,7 @@ from fedsim.app.data_plan import (
 )
 from fedsim.config import Config, ConfigError
 from fedsim.data import ImageCaptions
-from fedsim.objectives import TRAINING
+from fedsim.objectives import OBJECTIVES, TRAINING
 from fedsim.records import flatten
 
 # BadCLIP's optimisation knobs; the learned pixels land in params["pattern"]. The authors' code
@@ -211,7 +211,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
         # SSL-Backdoor (Saha et al., CVPR 2022), SimCLR mode's poisoning: no captions, so the
         # trigger goes on ⌊poison_rate · n_target⌋ of the attacker's target-class images —
         # label-consistent poisoning without the perturbation.
-        target_only = a.data.label_consistent or cfg.objective == "simclr"
+        target_only = a.data.label_consistent or OBJECTIVES[cfg.objective].poisons_target_class
         kwargs = dict(
             trigger=trigger,
             rate=a.data.poison_rate,

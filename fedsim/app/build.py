@@ -45,10 +45,16 @@ from fedsim.app.data_plan import (
 from fedsim.config import Config, ConfigError
 from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
-from fedsim.objectives import TRAINING, cleanclip_finetune, simclr
+from fedsim.objectives import OBJECTIVES, TRAINING, cleanclip_finetune
 from fedsim.pretrain import warm_start
 from fedsim.progress import step_progress
-from fedsim.records import flatten, float_state, from_array_record, load_float_state, unflatten
+from fedsim.records import (
+    flatten,
+    float_state,
+    from_array_record,
+    load_float_state,
+    unflatten,
+)
 from fedsim.training import train_epochs
 from strategies import RULES
 from strategies.inputs import INPUTS, inputs_of
@@ -101,9 +107,8 @@ def _partition(config_json: str, partition_id: int, image_size: int):
 def make_model(cfg: Config, *, seed: int = 0, pretrained=None):
     """(model, preprocess, tokenizer) of ``model.name`` for ``objective``: the CLIP, or in
     SimCLR mode its image tower with a projection head (``fedsim.models.SimCLRModel``)."""
-    projection_dim = cfg.simclr.projection_dim if cfg.objective == "simclr" else None
     return create_model_and_transforms(cfg.model.name, seed=seed, pretrained=pretrained,
-                                       projection_dim=projection_dim)
+                                       **OBJECTIVES[cfg.objective].model_kwargs(cfg.simclr))
 
 
 @lru_cache(maxsize=2)
@@ -119,8 +124,9 @@ def training_of(cfg: Config, *, honest: bool = True) -> Callable | None:
     NT-Xent (``fedsim.objectives.simclr``, the malicious ones on their poisoned images);
     otherwise the honest clients' is ``clients.training`` and the malicious clients train
     CLIP's InfoNCE on their pairs as they are (None)."""
-    if cfg.objective == "simclr":
-        return partial(simclr, temperature=cfg.simclr.temperature)
+    imposed = OBJECTIVES[cfg.objective].client_training(cfg.simclr)
+    if imposed is not None:
+        return imposed
     if not honest:
         return None
     c = cfg.clients
@@ -322,20 +328,14 @@ def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | Si
     extra_triggers = {
         f"piece{i}": piece for i, piece in enumerate(dba_pieces(cfg, trigger))
     } if cfg.attack.data.dba_parts else None
-    if cfg.objective == "simclr":
-        bank = train_view(cfg).materialize(preprocess.image_size)
-        return SimCLREvaluator(
-            model, preprocess, bank, test, num_classes=len(classnames), trigger=trigger,
-            target=classnames.index(cfg.attack.data.target), k=cfg.simclr.knn_k,
-            temperature=cfg.simclr.knn_temperature, extra_triggers=extra_triggers,
-        )
-    return Evaluator(
-        model, preprocess, tokenizer, test,
+    return OBJECTIVES[cfg.objective].evaluator(
+        cfg.simclr, model, preprocess, tokenizer, test,
         classnames=classnames, templates=templates,
         trigger=trigger, target=classnames.index(cfg.attack.data.target),
         extra_triggers=extra_triggers,
         caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
         if cfg.attack.data.text_trigger else None,
+        bank=lambda: train_view(cfg).materialize(preprocess.image_size),
     )
 
 
@@ -353,11 +353,8 @@ class Server:
 def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> Server:
     model, preprocess, tokenizer = make_model(cfg, seed=cfg.seed, pretrained=cfg.model.pretrained)
     if cfg.model.init == "warm":
-        warm = warm_start(cfg, log=log)
-        if cfg.objective == "simclr":
-            # the warm-start CLIP's image tower (its clean pretraining), the head as initialised
-            warm = {**float_state(model), **{k: v for k, v in warm.items() if k.startswith("visual.")}}
-        load_float_state(model, warm)
+        # the warm-start CLIP (for SimCLR its image tower, the head as initialised)
+        load_float_state(model, OBJECTIVES[cfg.objective].warm_state(float_state(model), warm_start(cfg, log=log)))
     cfg = resolve_badclip(cfg, model, preprocess, tokenizer, log=log)  # leaves the model untouched
     evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
     initial = float_state(model)

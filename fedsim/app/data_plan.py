@@ -29,7 +29,13 @@ from fedsim.data import (
 )
 from fedsim.data.shapes import IMAGE_SIZE as SHAPES_IMAGE_SIZE
 from fedsim.data.shapes import target_captions
-from fedsim.models import CheckpointError, check_checkpoint, checkpoint_file, model_image_size
+from fedsim.models import (
+    CheckpointError,
+    check_checkpoint,
+    checkpoint_file,
+    model_image_size,
+)
+from fedsim.objectives import OBJECTIVES
 
 
 def eval_source(cfg: Config) -> tuple[str, str, dict] | None:
@@ -231,7 +237,8 @@ def check_data(cfg: Config) -> None:
             ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
             ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
             ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
-            ("objective='simclr' (SSL-Backdoor poisons target-class images)", cfg.objective == "simclr"),
+            (f"objective={cfg.objective!r} (it poisons target-class images)",
+             OBJECTIVES[cfg.objective].poisons_target_class),
         ) if on and a.enabled and a.data.enabled]
         if needs and (train.classnames is None or a.data.target not in train.classnames):
             raise ConfigError(invalid([
@@ -245,9 +252,9 @@ def check_data(cfg: Config) -> None:
             "(imagefolder, cifar10, cifar100)"
         ]))
     classnames = SHAPES if index is None else index.classnames
-    if cfg.objective == "simclr" and d.name != "shapes" and train.classnames != classnames:
+    if OBJECTIVES[cfg.objective].same_classes_for_eval and not generated(cfg) and train.classnames != classnames:
         raise ConfigError(invalid([
-            f"objective='simclr' evaluates by kNN against the labelled training data, so the evaluation "
+            f"objective={cfg.objective!r} evaluates by kNN against the labelled training data, so the evaluation "
             f"set must have the same classes; {train.source} has "
             f"{None if train.classnames is None else len(train.classnames)} classes, the evaluation set "
             f"{len(classnames)}; allowed: a labelled source and its own test split (or the same class names)"

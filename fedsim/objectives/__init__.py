@@ -15,8 +15,18 @@ import torch
 
 from fedsim.models import Preprocess, tokenize
 from fedsim.objectives.adversarial import adversarial, pgd_images
-from fedsim.objectives.augment import augment_images, autoaugment_images, eda, image_views
-from fedsim.objectives.cleanclip import cleanclip_finetune, cleanclip_loss, recompute_batchnorm
+from fedsim.objectives.augment import (
+    augment_images,
+    autoaugment_images,
+    eda,
+    image_views,
+)
+from fedsim.objectives.cleanclip import (
+    cleanclip_finetune,
+    cleanclip_loss,
+    recompute_batchnorm,
+)
+from fedsim.objectives.family import OBJECTIVES, Objective
 from fedsim.objectives.roclip import nearest_captions, roclip
 from fedsim.objectives.simclr import nt_xent, simclr
 from fedsim.training import BatchLoss, pairs_loss
@@ -43,6 +53,8 @@ TRAINING = {
 }
 
 __all__ = [
+    "OBJECTIVES",
+    "Objective",
     "TRAINING",
     "adversarial",
     "augment_images",
