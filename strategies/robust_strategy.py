@@ -23,6 +23,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
@@ -62,6 +63,28 @@ def _rejected(pid: int | None, reason: str):
 def _mean_finite(values: list[float]) -> float | None:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+@dataclass
+class _Batch:
+    """A round's valid replies: ``rows`` (partition id, num-examples, reported loss) in row
+    order, their ``updates`` (n, d), FedAvg ``weights`` (num-examples; None when not weighed)
+    and the ``malicious`` row mask (ground truth)."""
+
+    rows: list[tuple[int, int, float]]
+    updates: torch.Tensor
+    weights: torch.Tensor | None
+    malicious: torch.Tensor
+
+    @property
+    def pids(self) -> list[int]:
+        return [r[0] for r in self.rows]
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Only the rows where ``mask`` is True."""
+        self.rows = [r for r, k in zip(self.rows, mask.tolist()) if k]
+        self.updates, self.malicious = self.updates[mask], self.malicious[mask]
+        self.weights = self.weights[mask] if self.weights is not None else None
 
 
 class RobustStrategy(Strategy):
@@ -189,13 +212,30 @@ class RobustStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The round's aggregation as small steps, each overridable (in the manner of Flower's
+        ``FedAvg``): ``_parse_replies`` → ``_apply_adversary`` → ``_rule_inputs`` → ``_run_rule``
+        → ``_step_global`` → ``_record``. A step that finds the round cannot be aggregated says
+        why in the round's record (``skipped``) and returns None: the global model is kept."""
         server_round += self.rounds_done
+        batch = self._parse_replies(server_round, list(replies))
+        if batch is None or not self._apply_adversary(server_round, batch):
+            return None, None
+        result = self._run_rule(server_round, batch, self._rule_inputs(server_round, batch))
+        if result is None:
+            return None, None
+        out = self._step_global(server_round, result)
+        if out is None:
+            return None, None
+        return ArrayRecord({k: Array(v) for k, v in out.items()}), self._record(batch, result)
+
+    def _parse_replies(self, server_round: int, replies: list[Message]) -> _Batch | None:
+        """The valid replies' updates as one (n, d) tensor, rows in the order of the
+        partitions the messages went to (a valid reply carries its node's partition id), each
+        update parsed straight into the next row of one buffer (no second (n, d) copy);
+        malformed replies and nodes that sent nothing are recorded as rejected. None when no
+        reply is valid."""
         stats = self.last_round
-        replies = list(replies)
         per_node = Counter(msg.metadata.src_node_id for msg in replies)
-        # Parsed in the order of the partitions the messages went to (a valid reply carries its
-        # node's partition id), each update straight into the next row of one buffer: the
-        # stacked updates are in partition order with no second (n, d) copy.
         replies.sort(key=lambda m: (m.metadata.src_node_id not in self._sent, self._sent.get(m.metadata.src_node_id, 0)))
         buffer = np.empty((len(replies), sum(a.size for a in self._global.values())), dtype=np.float32)
         rows, rejected, bytes_up = [], {}, 0
@@ -216,37 +256,48 @@ class RobustStrategy(Strategy):
             rejected[str(p)] = "no reply"
         if not rows:
             stats["skipped"] = "no valid replies"
-            return None, None
+            return None
         updates = torch.from_numpy(buffer[: len(rows)])
         stats["update_norms"] = {str(p): round(float(u.norm()), 5) for p, u in zip(pids, updates)}
         weights = torch.tensor([float(r[1]) for r in rows]) if self.weigh_by_examples else None
-        mal = torch.tensor([p in self.malicious for p in pids])
-        if self.adversary is not None and mal.any():
-            try:
-                updates = self.adversary(server_round, pids, updates, mal)
-            except ValueError as e:
-                # e.g. too few honest updates this round to craft from: the attackers send
-                # what they trained, and rounds.jsonl says so.
-                log(WARNING, "round %d: adversary not applied: %s", server_round, e)
-                stats["attack_skipped"] = str(e)
-            # What the attack wrote is what those clients sent: NaN/Inf is rejected as in _parse.
-            finite = torch.isfinite(updates).all(dim=1)
-            if not finite.all():
-                for i in torch.nonzero(~finite).flatten().tolist():
-                    rejected[str(pids[i])] = "update has NaN or Inf (written by the attack)"
-                    log(WARNING, "round %d: rejected %s: the attack made it NaN or Inf", server_round, pids[i])
-                rows = [r for r, keep in zip(rows, finite.tolist()) if keep]
-                pids = [r[0] for r in rows]
-                updates, mal = updates[finite], mal[finite]
-                weights = weights[finite] if weights is not None else None
-                if not rows:
-                    stats["skipped"] = "no finite update"
-                    return None, None
+        return _Batch(rows, updates, weights, torch.tensor([p in self.malicious for p in pids]))
+
+    def _apply_adversary(self, server_round: int, batch: _Batch) -> bool:
+        """The omniscient attack rewrites the malicious rows (the simulation device); what it
+        wrote is what those clients sent, so a NaN/Inf row is rejected as in ``_parse``. False
+        when no finite update is left."""
+        if self.adversary is None or not batch.malicious.any():
+            return True
+        stats = self.last_round
+        try:
+            batch.updates = self.adversary(server_round, batch.pids, batch.updates, batch.malicious)
+        except ValueError as e:
+            # e.g. too few honest updates this round to craft from: the attackers send
+            # what they trained, and rounds.jsonl says so.
+            log(WARNING, "round %d: adversary not applied: %s", server_round, e)
+            stats["attack_skipped"] = str(e)
+        finite = torch.isfinite(batch.updates).all(dim=1)
+        if finite.all():
+            return True
+        for i in torch.nonzero(~finite).flatten().tolist():
+            stats["rejected"][str(batch.pids[i])] = "update has NaN or Inf (written by the attack)"
+            log(WARNING, "round %d: rejected %s: the attack made it NaN or Inf", server_round, batch.pids[i])
+        batch.keep(finite)
+        if not batch.rows:
+            stats["skipped"] = "no finite update"
+            return False
+        return True
+
+    def _rule_inputs(self, server_round: int, batch: _Batch) -> dict:
+        """The rule's parameters plus the server inputs it declares (``strategies.inputs``):
+        each client's accumulated updates (``history``), the last aggregate (``previous``), the
+        server's own update on its root data (``root_update``), an embedder of the global model
+        (``embed``), a generator seeded by the run's seed and the round (``generator``)."""
         kwargs = dict(self.params)
         if "history" in self._wants:
-            for p, u in zip(pids, updates):
+            for p, u in zip(batch.pids, batch.updates):
                 self.history[p] = self.history.get(p, torch.zeros_like(u)) + u
-            kwargs["history"] = torch.stack([self.history[p] for p in pids])
+            kwargs["history"] = torch.stack([self.history[p] for p in batch.pids])
         if "previous" in self._wants:
             kwargs["previous"] = self.previous
         if "root_update" in self._wants:
@@ -255,26 +306,39 @@ class RobustStrategy(Strategy):
             kwargs["embed"] = self.embed_fn(self._global)
         if "generator" in self._wants:
             kwargs["generator"] = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
+        return kwargs
+
+    def _run_rule(self, server_round: int, batch: _Batch, kwargs: dict):
+        """The rule's result, or None (the round skipped, the reason recorded) when it raised
+        or returned an aggregate of the wrong shape or holding NaN/Inf — never a fallback to
+        FedAvg."""
+        stats = self.last_round
         try:
-            result = self.rule(updates, weights=weights, **kwargs)
+            result = self.rule(batch.updates, weights=batch.weights, **kwargs)
         except Exception as e:
             # A precondition (e.g. Krum's n > 2f + 2) failed with the replies we actually got,
-            # or the math broke (a singular matrix): one round must not end the run. Keep the
-            # global model, and say so in rounds.jsonl — never fall back to FedAvg.
+            # or the math broke (a singular matrix): one round must not end the run.
             log(WARNING, "round %d: %s not applied: %s", server_round, self.rule.__name__, e,
                 exc_info=not isinstance(e, ValueError))
             stats["skipped"] = f"{self.rule.__name__} raised {type(e).__name__}: {e}"
-            return None, None
-        if tuple(result.aggregate.shape) != (updates.shape[1],):
+            return None
+        d = batch.updates.shape[1]
+        if tuple(result.aggregate.shape) != (d,):
             # a (1,) or () aggregate would broadcast silently onto every coordinate
             stats["skipped"] = (f"{self.rule.__name__} returned an aggregate of shape "
-                                f"{tuple(result.aggregate.shape)}, expected ({updates.shape[1]},)")
+                                f"{tuple(result.aggregate.shape)}, expected ({d},)")
             log(WARNING, "round %d: %s", server_round, stats["skipped"])
-            return None, None
+            return None
         if not torch.isfinite(result.aggregate).all():
             stats["skipped"] = f"{self.rule.__name__} returned a NaN or Inf aggregate"
             log(WARNING, "round %d: %s", server_round, stats["skipped"])
-            return None, None
+            return None
+        return result
+
+    def _step_global(self, server_round: int, result) -> dict[str, np.ndarray] | None:
+        """``global + server_lr · aggregate`` in the global model's arrays, then the server-side
+        step (``post_aggregate``); None when the new global model would hold NaN or Inf."""
+        stats = self.last_round
         flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in self._global.values()]).astype(np.float32))
         flat = flat + self.server_lr * result.aggregate.to(flat.dtype)
         out, i = {}, 0
@@ -288,23 +352,30 @@ class RobustStrategy(Strategy):
         if not all(np.isfinite(v).all() for v in out.values()):
             stats["skipped"] = "the new global model would hold NaN or Inf"
             log(WARNING, "round %d: %s", server_round, stats["skipped"])
-            return None, None
+            return None
+        return out
+
+    def _record(self, batch: _Batch, result) -> MetricRecord:
+        """What the rule accepted and flagged against the known malicious partitions, its info,
+        the mean reported training loss; the aggregate kept as ``previous``."""
+        pids = batch.pids
         accepted = sorted(pids[i] for i in result.accepted.tolist())
+        stats = self.last_round
         stats.update(
             accepted=accepted,
             flagged=sorted(set(pids) - set(accepted)),
             **detection_counts(
-                [pids.index(p) for p in accepted], mal.tolist(), len(pids)
+                [pids.index(p) for p in accepted], batch.malicious.tolist(), len(pids)
             ),
             rule_info=result.info,
             # clients may omit or garble their loss (NaN): average the ones that reported it
-            train_loss=_mean_finite([r[2] for r in rows]),
+            train_loss=_mean_finite([r[2] for r in batch.rows]),
         )
         self.previous = result.aggregate
-        metrics = {"num-clients": len(rows)}
+        metrics = {"num-clients": len(batch.rows)}
         if stats["train_loss"] is not None:
             metrics["train-loss"] = stats["train_loss"]
-        return ArrayRecord({k: Array(v) for k, v in out.items()}), MetricRecord(metrics)
+        return MetricRecord(metrics)
 
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
         return []  # evaluation is centralised (evaluate_fn)
