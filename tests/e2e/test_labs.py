@@ -1,0 +1,94 @@
+"""The teaching labs (labs/NN-name/) never rot: each sheet gives exactly the commands its
+run.sh runs, every cell of every config those commands name validates, the sheet states a
+measured run time within the 5 minutes the labs promise, and (slow) every config runs at
+reduced size as a sweep — its last cell in grid order, the one with the last value of every
+axis (a run costs ≈ 15 s of fixed start-up on 2 cores whatever its size, so all 30 cells
+would add minutes to CI; the other values are validated above and their rules, attacks and
+defenses run end to end in the other slow tests) — and writes the files the sheet tells
+students to open."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from fedsim.sweep_run import Plan, plan, run_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+LABS = sorted(p for p in (ROOT / "labs").iterdir() if p.is_dir() and re.match(r"\d\d-", p.name))
+# Reduced size: a few samples per client, a model from scratch (no warm-start pretraining);
+# rounds, clients, attacks and defenses stay as the lab has them.
+REDUCED = ["data.train_size=44", "data.test_size=40", "data.root_size=20", "model.init='scratch'",
+           "resources.total_cpus=2"]
+
+
+def commands_in_script(lab: Path) -> list[str]:
+    lines = [line.strip() for line in (lab / "run.sh").read_text().splitlines()]
+    return [" ".join(line.replace('"$@"', "").split()) for line in lines if line.startswith("fedsim ")]
+
+
+def commands_in_sheet(lab: Path) -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", (lab / "README.md").read_text(), flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [" ".join(line.split()) for line in lines if line.startswith("fedsim ")]
+
+
+def configs_of(lab: Path) -> list[tuple[str, str]]:
+    """(command, config path) of every fedsim command of the lab's run.sh."""
+    return [(shlex.split(c)[1], shlex.split(c)[2]) for c in commands_in_script(lab)]
+
+
+def test_there_are_five_labs():
+    assert [p.name[:2] for p in LABS] == ["01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_each_lab_has_a_sheet_an_answer_key_and_a_run_script(lab):
+    for name in ("README.md", "ANSWERS.md", "run.sh"):
+        assert (lab / name).is_file(), name
+    sheet = (lab / "README.md").read_text()
+    for heading in ("Learning goals", "Background", "Commands", "Questions", "What you will see", "Extensions"):
+        assert re.search(rf"^## {heading}", sheet, flags=re.M), f"{lab.name}/README.md lacks '## {heading}'"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_the_sheet_gives_exactly_the_commands_its_run_script_runs(lab):
+    script = commands_in_script(lab)
+    assert script, f"{lab.name}/run.sh runs no fedsim command"
+    assert sorted(set(commands_in_sheet(lab))) == sorted(set(script))
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_the_sheet_states_a_measured_run_time_of_at_most_five_minutes(lab):
+    m = re.search(r"Run time: (\d+) min (\d+) s", (lab / "README.md").read_text())
+    assert m, f"{lab.name}/README.md states no 'Run time: M min S s'"
+    assert int(m[1]) * 60 + int(m[2]) <= 300
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_every_cell_of_every_config_the_lab_runs_validates(lab):
+    for command, config in configs_of(lab):
+        assert command in ("sweep", "deploy"), command
+        assert (ROOT / config).is_file(), config
+        cells = plan(ROOT / config).cells  # raises ConfigError naming every problem
+        assert 1 <= len(cells) <= 12, (config, len(cells))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_every_config_of_the_lab_runs_at_reduced_size(lab, tmp_path):
+    for command, config in configs_of(lab):
+        if command == "deploy":
+            continue  # the Deployment Engine path: tests/commands/test_deployment.py (minutes a run)
+        out = tmp_path / Path(config).stem
+        full = plan(ROOT / config, REDUCED)
+        p = Plan(full.axes, full.cells[-1:])
+        statuses = run_plan(p, out, config=config, overrides=REDUCED)
+        assert [s["status"] for s in statuses] == ["completed"] * len(p.cells), statuses
+        for name in ("results.md", "results.csv", "heatmap_asr.png", "curves_asr.png"):
+            assert (out / name).is_file(), name
+        for cell, cfg in p.cells:
+            rounds = [json.loads(line) for line in (out / cell.name / "rounds.jsonl").read_text().splitlines()]
+            assert [r["round"] for r in rounds] == list(range(1, cfg.rounds + 1))
