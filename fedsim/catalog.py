@@ -122,14 +122,13 @@ def rules() -> dict[str, dict[str, str]]:
 
 
 def triggers() -> dict[str, dict[str, str]]:
-    from clients.attacks import TRIGGERS, badclip_optimize_patch
-    from fedsim.app.attack_plan import BADCLIP_DEFAULTS
+    from clients.attacks import LEARNED_TRIGGERS, TRIGGERS
 
     return {"attack.data.trigger.name": {
         **{k: summary(v) + params_of(v, keyword_only=False) for k, v in TRIGGERS.items()},
-        # learned before the run, not a TRIGGERS entry: its config parameters are the plan's
-        "badclip": summary(badclip_optimize_patch)
-                   + f" [params: {', '.join(f'{k} = {v!r}' for k, v in BADCLIP_DEFAULTS.items())}]",
+        # learned before the run (LEARNED_TRIGGERS): its parameters are the entry's defaults
+        **{k: summary(v.reference) + f" [params: {', '.join(f'{p} = {d!r}' for p, d in v.defaults.items())}]"
+           for k, v in LEARNED_TRIGGERS.items()},
     }}
 
 

@@ -132,8 +132,10 @@ def _which(names: list[str], total: int) -> str:
 def _same_config(path: Path, cfg: Config) -> bool:
     """Whether a cell folder is new or holds a run of ``cfg``: its config.toml, read by this
     version of fedsim (fields added since take their defaults, so a sweep continues after an
-    upgrade that changes nothing it set), equals ``cfg`` (a BadCLIP patch the run learned and
-    wrote into its config.toml aside)."""
+    upgrade that changes nothing it set), equals ``cfg`` (a learned trigger's pixels the run
+    learned and wrote into its config.toml aside)."""
+    from clients.attacks import LEARNED_TRIGGERS, PATTERN
+
     file = path / "config.toml"
     if not file.is_file():
         return True
@@ -142,8 +144,8 @@ def _same_config(path: Path, cfg: Config) -> bool:
     except (ValueError, OSError):  # unreadable, or not a config of this version
         return False
     params = theirs.get("attack", {}).get("data", {}).get("trigger", {}).get("params", {})
-    if cfg.attack.data.trigger.name == "badclip" and "pattern" not in cfg.attack.data.trigger.params:
-        params.pop("pattern", None)
+    if cfg.attack.data.trigger.name in LEARNED_TRIGGERS and PATTERN not in cfg.attack.data.trigger.params:
+        params.pop(PATTERN, None)  # learned by the run, not part of the cell's own config
     return theirs == tomllib.loads(cfg.to_toml())
 
 

@@ -1,7 +1,7 @@
 """Attack pieces a malicious client (or the server-side adversary hook) is composed of: image
 triggers, caption attacks, data poisoning, update attacks, Byzantine attacks, schedules and
 contrastive-specific attacks. One factory per family: ``make_trigger``, ``make_adversary``,
-``make_schedule``."""
+``make_schedule``; learned triggers (BadCLIP) are ``LEARNED_TRIGGERS`` entries."""
 
 from clients.attacks.byzantine import BYZANTINE, ByzantineAdversary, make_adversary
 from clients.attacks.captions import TEXT_TRIGGER, add_text_trigger, templated_captions
@@ -10,6 +10,7 @@ from clients.attacks.contrastive import (
     badencoder_finetune,
     label_consistent_pgd,
 )
+from clients.attacks.learned import LEARNED_TRIGGERS, PATTERN, LearnedTrigger
 from clients.attacks.poison import poison
 from clients.attacks.schedule import SCHEDULES, Schedule, make_schedule
 from clients.attacks.triggers import TRIGGERS, BadNetPatch, make_trigger, split_patch
@@ -24,11 +25,14 @@ from clients.attacks.update_attacks import (
 
 __all__ = [
     "BYZANTINE",
+    "LEARNED_TRIGGERS",
+    "PATTERN",
     "SCHEDULES",
     "TEXT_TRIGGER",
     "TRIGGERS",
     "BadNetPatch",
     "ByzantineAdversary",
+    "LearnedTrigger",
     "Schedule",
     "add_text_trigger",
     "apply_mask",

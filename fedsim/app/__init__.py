@@ -29,7 +29,7 @@ from fedsim.app.build import (
     client_seed,
     config_checks,
     fault_of,
-    resolve_badclip,
+    resolve_learned_trigger,
     root_update_fn,
     round_lr,
 )
@@ -60,7 +60,7 @@ __all__ = [
     "lifespan",
     "load_checkpoint",
     "make_server_app",
-    "resolve_badclip",
+    "resolve_learned_trigger",
     "root_update_fn",
     "round_lr",
     "run_server",

@@ -18,6 +18,8 @@ from functools import partial
 import torch
 
 from clients.attacks import (
+    LEARNED_TRIGGERS,
+    PATTERN,
     apply_mask,
     badencoder_finetune,
     label_consistent_pgd,
@@ -31,7 +33,6 @@ from clients.attacks import (
     replacement_gamma,
     split_patch,
 )
-from clients.attacks.contrastive import MIDDLE, middle_position
 from fedsim.app.data_plan import (
     eval_classes,
     image_origin,
@@ -46,32 +47,24 @@ from fedsim.data import ImageCaptions
 from fedsim.objectives import OBJECTIVES, TRAINING
 from fedsim.records import flatten
 
-# BadCLIP's optimisation knobs; the learned pixels land in params["pattern"]. The authors' code
-# (Liang et al., CVPR 2024) places the patch in the middle and weighs the triplet term by 500;
-# its Adam runs at lr 1e-3 over epochs, 0.05 here for 100 steps (see badclip_optimize_patch).
-BADCLIP_DEFAULTS = {"size": 4, "location": MIDDLE, "steps": 100, "lr": 0.05, "lambda_image": 500.0,
-                    "margin": 1.0}
-
-
-def _badclip_patch(cfg: Config, params: dict, pattern=None):
-    """The BadCLIP patch of ``params`` (BadCLIP's defaults filled in) as a badnet trigger at
-    the clients' image size: the "middle" location resolved to its (y, x) there."""
-    p = {**BADCLIP_DEFAULTS, **params}
-    location = p["location"]
-    if location == MIDDLE:
-        side = image_size(cfg)
-        location = middle_position(p["size"], side, side)
-    kwargs = {} if pattern is None else {"pattern": pattern}
-    return make_trigger("badnet", size=p["size"], location=location, **kwargs)
-
-
 def trigger_of(cfg: Config):
+    """The trigger the attackers apply: an image trigger (``TRIGGERS``), or a learned one
+    (``LEARNED_TRIGGERS``) once its pixels are in the config (``resolve_learned_trigger``)."""
     t = cfg.attack.data.trigger
-    if t.name == "badclip":
-        if "pattern" not in t.params:
-            raise ValueError("attack.data.trigger: the BadCLIP patch has not been optimised yet")
-        return _badclip_patch(cfg, t.params, t.params["pattern"])
+    if t.name in LEARNED_TRIGGERS:
+        if PATTERN not in t.params:
+            raise ValueError(f"attack.data.trigger: the {t.name} trigger has not been learned yet")
+        return learned_trigger(cfg)
     return make_trigger(t.name, **t.params)
+
+
+def learned_trigger(cfg: Config, *, geometry_only: bool = False):
+    """The learned trigger of the config at the clients' image size: with its learned pixels,
+    or (``geometry_only``) its shape and place alone, as the config checks apply it."""
+    t = cfg.attack.data.trigger
+    params = {k: v for k, v in t.params.items() if k != PATTERN}
+    pattern = None if geometry_only else t.params.get(PATTERN)
+    return LEARNED_TRIGGERS[t.name].make(params, image_size(cfg), pattern)
 
 
 def dba_pieces(cfg: Config, trigger) -> list:
@@ -264,14 +257,15 @@ def check_attack(cfg: Config) -> None:
     a = cfg.attack
     t = a.data.trigger
     checks = [("attack.schedule", lambda: schedule_of(cfg))]
-    if t.name == "badclip":
-        unknown = sorted(set(t.params) - set(BADCLIP_DEFAULTS) - {"pattern"})
+    learned = LEARNED_TRIGGERS.get(t.name)
+    if learned is not None:
+        unknown = sorted(set(t.params) - set(learned.defaults) - {PATTERN})
         if unknown:
-            raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger 'badclip' has no parameter "
-                              f"{', '.join(unknown)}; allowed: {', '.join(BADCLIP_DEFAULTS)}")
-    if t.name == "badclip" and "pattern" not in t.params:
+            raise ConfigError(f"invalid config:\n  attack.data.trigger: trigger {t.name!r} has no parameter "
+                              f"{', '.join(unknown)}; allowed: {', '.join(learned.defaults)}")
+    if learned is not None and PATTERN not in t.params:
         def trigger():
-            return _badclip_patch(cfg, t.params)
+            return learned_trigger(cfg, geometry_only=True)
     else:
         def trigger():
             return trigger_of(cfg)
@@ -279,7 +273,7 @@ def check_attack(cfg: Config) -> None:
     probe = torch.zeros(1, 3, side, side)
     checks.append(("attack.data.trigger", lambda: trigger()(probe)))
     if a.data.dba_parts:
-        if t.name not in ("badnet", "badclip"):
+        if t.name != "badnet" and not (learned is not None and learned.patch):
             raise ConfigError(f"invalid config:\n  attack.data.dba_parts={a.data.dba_parts}: DBA splits a "
                               f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
         checks.append(("attack.data.dba_parts", lambda: [piece(probe) for piece in dba_pieces(cfg, trigger())]))

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
-from clients.attacks import add_text_trigger, badclip_optimize_patch
+from clients.attacks import LEARNED_TRIGGERS, PATTERN, add_text_trigger
 from clients.honest import HonestClient
 from clients.malicious import MaliciousClient
 from fedsim.app.attack_plan import (
-    BADCLIP_DEFAULTS,
     adversary_of,
     attack_plan,
     check_attack,
@@ -153,33 +152,32 @@ def build_client(cfg: Config, config_json: str, partition_id: int,
 
 
 # -- the server --------------------------------------------------------------------------------
-def resolve_badclip(cfg: Config, model, preprocess, tokenizer, log=print) -> Config:
-    """Optimise the BadCLIP patch once, as the colluding malicious clients would: on their own
-    local data, against the model they all receive in round 1 (the initial global model). It
-    runs in the server process only as a simulation convenience, so that every attacker and
-    the evaluation use the same pixels; the returned config holds them (config.toml)."""
+def resolve_learned_trigger(cfg: Config, model, preprocess, tokenizer, log=print) -> Config:
+    """Learn the pixels of a learned trigger (``LEARNED_TRIGGERS``, e.g. BadCLIP's patch) once,
+    as the colluding malicious clients would: on their own local data, against the model they
+    all receive in round 1 (the initial global model). It runs in the server process only as
+    a simulation convenience, so that every attacker and the evaluation use the same pixels;
+    the returned config holds them (config.toml). Other configs are returned as they are."""
     t = cfg.attack.data.trigger
-    if t.name != "badclip" or "pattern" in t.params:
+    learned = LEARNED_TRIGGERS.get(t.name)
+    if learned is None or PATTERN in t.params:
         return cfg
-    p = {**BADCLIP_DEFAULTS, **t.params}
     target = target_id(cfg)
     config_json = cfg.model_dump_json()
     parts = [_partition(config_json, pid, preprocess.image_size) for pid in cfg.malicious]
     images = torch.cat([d.images for d in parts])
     labels = torch.cat([d.labels for d in parts])
     if not (labels == target).any():
-        raise ValueError(f"BadCLIP: the malicious clients hold no image of {cfg.attack.data.target!r}")
+        raise ValueError(f"{t.name}: the malicious clients hold no image of {cfg.attack.data.target!r}")
     prompts = [template.format(cfg.attack.data.target) for template in eval_classes(cfg)[1]]
-    with step_progress(p["steps"], "BadCLIP patch", log) as tick:
-        patch = badclip_optimize_patch(
-            model, preprocess, images[labels != target],
-            target_text_tokens=tokenizer(prompts),
-            target_images=images[labels == target],
-            size=p["size"], location=p["location"], steps=p["steps"], lr=p["lr"],
-            lambda_image=p["lambda_image"], margin=p["margin"], generator=torch.Generator().manual_seed(cfg.seed),
-            after_step=tick,
+    params = learned.params(t.params)
+    with step_progress(learned.steps(params), f"{t.name} trigger", log) as tick:
+        pattern = learned.learn(
+            model, preprocess, images[labels != target], target_images=images[labels == target],
+            target_tokens=tokenizer(prompts), params=params,
+            generator=torch.Generator().manual_seed(cfg.seed), after_step=tick,
         )
-    params = {**t.params, "pattern": [[[round(float(v), 6) for v in row] for row in ch] for ch in patch.patch]}
+    params = {**t.params, PATTERN: pattern}
     return cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
         "data": cfg.attack.data.model_copy(update={"trigger": t.model_copy(update={"params": params})})
     })})
@@ -355,7 +353,7 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
     if cfg.model.init == "warm":
         # the warm-start CLIP (for SimCLR its image tower, the head as initialised)
         load_float_state(model, OBJECTIVES[cfg.objective].warm_state(float_state(model), warm_start(cfg, log=log)))
-    cfg = resolve_badclip(cfg, model, preprocess, tokenizer, log=log)  # leaves the model untouched
+    cfg = resolve_learned_trigger(cfg, model, preprocess, tokenizer, log=log)  # leaves the model untouched
     evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
     initial = float_state(model)
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from clients.attacks import templated_captions
+from clients.attacks import LEARNED_TRIGGERS, templated_captions
 from fedsim.config import MIN_CLIENT_SAMPLES, Config, ConfigError, DataConfig, invalid
 from fedsim.data import (
     PARTITIONS,
@@ -236,7 +236,8 @@ def check_data(cfg: Config) -> None:
         needs = [f for f, on in (
             ("attack.data.label_consistent=true", a.data.mode == "poison" and a.data.label_consistent),
             ("attack.data.mode='badencoder'", a.data.mode == "badencoder"),
-            ("attack.data.trigger.name='badclip'", a.data.trigger.name == "badclip"),
+            (f"attack.data.trigger.name={a.data.trigger.name!r}",
+             a.data.trigger.name in LEARNED_TRIGGERS and LEARNED_TRIGGERS[a.data.trigger.name].needs_target_images),
             (f"objective={cfg.objective!r} (it poisons target-class images)",
              OBJECTIVES[cfg.objective].poisons_target_class),
         ) if on and a.enabled and a.data.enabled]

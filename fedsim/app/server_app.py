@@ -43,7 +43,7 @@ def run_server(grid: Grid, cfg: Config, run_dir: RunDirectory, *, log=print,
         server = build_server(cfg, log=log, assign_partitions=assign_partitions)
     if server.cfg is not cfg:
         run_dir.write_config(server.cfg.to_toml())
-        log("optimised the BadCLIP patch; its pixels are in config.toml")
+        log(f"learned the {server.cfg.attack.data.trigger.name} trigger; its pixels are in config.toml")
     t0 = time.perf_counter()
     wall_before = 0.0
     initial_arrays = to_array_record(server.initial)

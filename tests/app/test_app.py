@@ -96,15 +96,15 @@ def test_fedsim_table(tmp_path):
 
 
 def test_badclip_patch_is_learned_on_the_attackers_data_and_kept_in_the_config():
-    from fedsim.app import resolve_badclip
+    from fedsim.app import resolve_learned_trigger
     from fedsim.models import create_model_and_transforms
 
     cfg = _cfg("attack.data.trigger.name='badclip'", "attack.data.trigger.params={steps=3, size=3}")
-    with pytest.raises(ValueError, match="not been optimised"):
+    with pytest.raises(ValueError, match="has not been learned yet"):
         trigger_of(cfg)
     model, preprocess, tokenizer = create_model_and_transforms(cfg.model.name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    resolved = resolve_badclip(cfg, model, preprocess, tokenizer)
+    resolved = resolve_learned_trigger(cfg, model, preprocess, tokenizer)
     pattern = torch.tensor(resolved.attack.data.trigger.params["pattern"])
     assert pattern.shape == (3, 3, 3) and 0 <= pattern.min() and pattern.max() <= 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

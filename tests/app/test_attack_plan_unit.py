@@ -86,7 +86,7 @@ def test_a_badclip_pattern_goes_where_its_params_put_it():
 
 
 def test_a_badclip_trigger_that_is_not_learned_yet_cannot_be_used():
-    with pytest.raises(ValueError, match=r"^attack\.data\.trigger: the BadCLIP patch has not been optimised yet$"):
+    with pytest.raises(ValueError, match=r"^attack\.data\.trigger: the badclip trigger has not been learned yet$"):
         trigger_of(_cfg("attack.data.trigger.name='badclip'"))
 
 

@@ -15,7 +15,7 @@ from clients.attacks.contrastive import badclip_loss, middle_position
 from clients.honest import LocalSetup
 from clients.malicious import MaliciousClient
 from fedsim.app import build_client, trigger_of
-from fedsim.app.attack_plan import BADCLIP_DEFAULTS
+from clients.attacks.learned import BADCLIP_DEFAULTS
 from fedsim.config import load_config
 from fedsim.data import COLORS, caption_for, generate
 from fedsim.models import create_model_and_transforms, tokenize

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,34 @@ def test_a_byzantine_attack_defined_outside_runs_through_a_config(monkeypatch, t
                       "resources.engine='inprocess'"])
     summary = run(cfg, tmp_path / "run", log=lambda m: None)
     assert summary["status"] == "completed"
+
+
+def test_a_learned_trigger_defined_outside_is_learned_once_and_kept_in_the_config(monkeypatch, tmp_path):
+    """A ``LEARNED_TRIGGERS`` entry from outside: its pixels are learned once before round 1 on
+    the attackers' images (other classes, and the target's), kept in the run's config.toml,
+    and applied by the clients and the evaluation."""
+    from clients.attacks import LEARNED_TRIGGERS, LearnedTrigger, make_trigger
+    from fedsim.runner import load, run
+
+    seen = []
+
+    def learn(model, preprocess, images, *, target_images, target_tokens, params, generator, after_step=None):
+        seen.append((len(images), len(target_images)))
+        return [[[params["level"]] * 3] * 3] * 3  # a 3 × 3 patch of one grey level, per channel
+
+    toy = LearnedTrigger(
+        defaults={"level": 0.5},
+        make=lambda params, side, pattern: make_trigger("badnet", size=3, location="bottom_right",
+                                                       **({} if pattern is None else {"pattern": pattern})),
+        learn=learn, steps=lambda params: 1, reference=learn,
+    )
+    monkeypatch.setitem(LEARNED_TRIGGERS, "grey_square", toy)
+    cfg = load(None, ["rounds=1", "model.init='scratch'", "data.train_size=60", "data.test_size=30",
+                      "clients.num=3", "clients.per_round=3", "attack.malicious=[0]",
+                      "attack.data.trigger={ name = 'grey_square', params = { level = 0.25 } }",
+                      "resources.engine='inprocess'"])
+    summary = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["status"] == "completed"
+    assert len(seen) == 1 and seen[0][1] > 0 and seen[0][0] > 0  # learned once, on both kinds of image
+    kept = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["attack"]["data"]["trigger"]["params"]
+    assert kept == {"level": 0.25, "pattern": [[[0.25] * 3] * 3] * 3}
