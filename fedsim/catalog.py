@@ -137,27 +137,23 @@ def attacks() -> dict[str, dict[str, str]]:
         BYZANTINE,
         SCHEDULES,
         badencoder_finetune,
+        UPDATE_ATTACKS,
         make_schedule,
-        model_replacement,
-        neurotoxin_mask,
-        norm_bound,
         poison,
     )
     from fedsim.config import DataAttackConfig, UpdateAttackConfig
 
-    # Data-attack modes and update attacks are named by config Literals, not registries: the
-    # function each name runs carries its paper.
+    # Data-attack modes are named by a config Literal, not a registry: the function each name
+    # runs carries its paper; update attacks are UPDATE_ATTACKS entries.
     modes = {"poison": poison, "badencoder": badencoder_finetune}
-    updates = {"model_replacement": model_replacement, "norm_bound": norm_bound, "neurotoxin": neurotoxin_mask}
     kinds = dict(re.findall(r'^- "(\w+)": (.*)$', inspect.getdoc(make_schedule), re.MULTILINE))
     pgd = UpdateAttackConfig.model_fields["pgd_eps"].description
-    # γ = "auto": n / attackers from what the attacker knows (fedsim.app.attack_plan)
-    config_defaults = {"model_replacement": {"gamma": "auto"}}
     return {
         "attack.data.mode": {m: summary(modes[m]) for m in _literal(DataAttackConfig, "mode")},
         "attack.update.name": {
-            **{u: summary(updates[u]) + params_of(updates[u], defaults=config_defaults.get(u))
-               for u in _literal(UpdateAttackConfig, "name") if u != "none"},
+            # UPDATE_ATTACKS; a default the attacker works out (γ = "auto") is the entry's
+            **{u: summary(v.reference) + params_of(v.reference, defaults=v.defaults or None)
+               for u, v in UPDATE_ATTACKS.items()},
             "pgd_eps": pgd,
         },
         "attack.byzantine.name": {k: summary(v) + params_of(v) for k, v in BYZANTINE.items()},

@@ -317,7 +317,8 @@ class ScheduleConfig(_Section):
 class UpdateAttackConfig(_Section):
     """What a malicious client does to the update it sends (after poisoned local training)."""
 
-    name: Literal["none", "model_replacement", "norm_bound", "neurotoxin"] = "none"
+    name: str = Field("none", description="'none' or a clients.attacks.UPDATE_ATTACKS name "
+                      "(model_replacement, norm_bound, neurotoxin; checked against the registry)")
     params: dict[str, Any] = Field(default_factory=dict)
     pgd_eps: float | None = Field(
         None, gt=0,

@@ -15,6 +15,8 @@ from clients.attacks.poison import poison
 from clients.attacks.schedule import SCHEDULES, Schedule, make_schedule
 from clients.attacks.triggers import TRIGGERS, BadNetPatch, make_trigger, split_patch
 from clients.attacks.update_attacks import (
+    UPDATE_ATTACKS,
+    UpdateAttack,
     apply_mask,
     model_replacement,
     neurotoxin_mask,
@@ -30,10 +32,12 @@ __all__ = [
     "SCHEDULES",
     "TEXT_TRIGGER",
     "TRIGGERS",
+    "UPDATE_ATTACKS",
     "BadNetPatch",
     "ByzantineAdversary",
     "LearnedTrigger",
     "Schedule",
+    "UpdateAttack",
     "add_text_trigger",
     "apply_mask",
     "badclip_optimize_patch",

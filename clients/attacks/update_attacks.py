@@ -1,9 +1,12 @@
 """Update (model) poisoning by one client: maps the update Δ = w_local − w_global it would send
-(a flat (d,) tensor) to the one it does send, or constrains its local training."""
+(a flat (d,) tensor) to the one it does send, or constrains its local training.
+``UPDATE_ATTACKS`` maps a config's ``attack.update.name`` to its ``UpdateAttack``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -77,3 +80,46 @@ def apply_mask(update: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if mask.shape != update.shape or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor of shape {tuple(update.shape)}")
     return torch.where(mask, update, torch.zeros_like(update))
+
+
+@dataclass(frozen=True)
+class UpdateAttack:
+    """An ``attack.update.name`` entry: what a malicious client does to the update it sends
+    (``transform(update, params)``; None: it sends what it trained) and to its local training
+    (``mask(change, params)``: a coordinate mask applied at every local step, from the last
+    change of the global model its node remembers — ``remembers_globals``; None: no mask).
+    ``scale(params)``: the factor the sent update is scaled by (a PGD radius is divided by it,
+    so the sent update stays inside); ``resolve(params, context)``: the parameters with what
+    the attacker works out itself filled in (``context``: its ``num_examples``, the round's
+    expected Σ num-examples ``round_examples()``, the ``server_lr``); ``defaults``: the config's
+    defaults the catalogue shows; ``reference``: the function whose docstring states the rule."""
+
+    reference: Callable
+    transform: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
+    mask: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
+    scale: Callable[[dict], float] = lambda params: 1.0
+    resolve: Callable[[dict, dict], dict] = lambda params, context: params
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def remembers_globals(self) -> bool:
+        return self.mask is not None
+
+
+def _replacement_params(params: dict, context: dict) -> dict:
+    """γ = "auto" (the default): ``replacement_gamma`` from what the attacker knows."""
+    params = dict(params)
+    if params.get("gamma", "auto") == "auto":
+        params["gamma"] = replacement_gamma(context["num_examples"], context["round_examples"](),
+                                            context["server_lr"])
+    return params
+
+
+UPDATE_ATTACKS: dict[str, UpdateAttack] = {
+    "model_replacement": UpdateAttack(
+        reference=model_replacement, transform=lambda update, p: model_replacement(update, gamma=p["gamma"]),
+        scale=lambda p: p["gamma"], resolve=_replacement_params, defaults={"gamma": "auto"},
+    ),
+    "norm_bound": UpdateAttack(reference=norm_bound, transform=lambda update, p: norm_bound(update, **p)),
+    "neurotoxin": UpdateAttack(reference=neurotoxin_mask, mask=lambda change, p: neurotoxin_mask(change, **p)),
+}

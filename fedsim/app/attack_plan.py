@@ -20,17 +20,14 @@ import torch
 from clients.attacks import (
     LEARNED_TRIGGERS,
     PATTERN,
+    UPDATE_ATTACKS,
     apply_mask,
     badencoder_finetune,
     label_consistent_pgd,
     make_adversary,
     make_schedule,
     make_trigger,
-    model_replacement,
-    neurotoxin_mask,
-    norm_bound,
     poison,
-    replacement_gamma,
     split_patch,
 )
 from fedsim.app.data_plan import (
@@ -98,37 +95,43 @@ def adversary_of(cfg: Config):
 
 
 def update_attack_of(cfg: Config, num_examples: int):
-    """The update attack of ``attack.update`` as ``(update, round) -> update``, and the factor γ
-    by which it scales the update (1 but for model replacement). Model replacement's
-    ``gamma = "auto"`` (the default) is ``replacement_gamma`` from what the attacker knows: its
-    own num-examples, strategy.server_lr and the expected Σ num-examples of a round,
+    """The update attack of ``attack.update`` (``UPDATE_ATTACKS``) as ``(update, round) ->
+    update`` (None where it does not rewrite the update), and the factor γ by which it scales
+    the update (1 but for model replacement). What the attacker works out itself: its own
+    num-examples, strategy.server_lr and the expected Σ num-examples of a round,
     clients.per_round · data.train_size / clients.num (per_round clients drawn uniformly, each
     holding train_size / num examples on average; for a source, train_size is the size of its
-    training choice). It assumes FedAvg weighted by num-examples and one attacker per round."""
+    training choice) — model replacement's γ = "auto" assumes FedAvg weighted by num-examples
+    and one attacker per round."""
     u = cfg.attack.update
-    if u.name == "model_replacement":
-        params = dict(u.params)
-        if params.get("gamma", "auto") == "auto":
-            train_samples = train_count(cfg)
-            params["gamma"] = replacement_gamma(
-                num_examples, cfg.clients.per_round * train_samples / cfg.clients.num,
-                cfg.strategy.server_lr,
-            )
-        return (lambda update, r: model_replacement(update, **params)), params["gamma"]
-    if u.name == "norm_bound":
-        return (lambda update, r: norm_bound(update, **u.params)), 1.0
-    return None, 1.0
+    attack = UPDATE_ATTACKS.get(u.name)
+    if attack is None:
+        return None, 1.0
+    params = attack.resolve(dict(u.params), {
+        "num_examples": num_examples, "server_lr": cfg.strategy.server_lr,
+        "round_examples": lambda: cfg.clients.per_round * train_count(cfg) / cfg.clients.num,
+    })
+    transform = None if attack.transform is None else (lambda update, r: attack.transform(update, params))
+    return transform, attack.scale(params)
 
 
-def neurotoxin_mask_of(cfg: Config, last_globals: tuple[dict, dict] | None) -> torch.Tensor | None:
-    """Neurotoxin's mask for this round: coordinates outside the top-k % of the last change of
-    the global model (the attacker's estimate of where benign clients write, Zhang et al., ICML
-    2022), from the (previous, current) global models its node remembers. None before the node
-    has seen two global models."""
-    if cfg.attack.update.name != "neurotoxin" or last_globals is None:
+def remembers_globals(cfg: Config) -> bool:
+    """The malicious nodes keep the global models they received (the update attack masks from
+    their change: ``UpdateAttack.remembers_globals``)."""
+    attack = UPDATE_ATTACKS.get(cfg.attack.update.name)
+    return attack is not None and attack.remembers_globals
+
+
+def step_mask_of(cfg: Config, last_globals: tuple[dict, dict] | None) -> torch.Tensor | None:
+    """The update attack's mask for this round's local steps (Neurotoxin: coordinates outside
+    the top-k % of the last change of the global model, the attacker's estimate of where benign
+    clients write, Zhang et al., ICML 2022), from the (previous, current) global models its node
+    remembers. None for an attack without a mask, or before the node has seen two global models."""
+    attack = UPDATE_ATTACKS.get(cfg.attack.update.name)
+    if attack is None or attack.mask is None or last_globals is None:
         return None
     previous, current = last_globals
-    return neurotoxin_mask(flatten(current) - flatten(previous), **cfg.attack.update.params)
+    return attack.mask(flatten(current) - flatten(previous), cfg.attack.update.params)
 
 
 def target_id(cfg: Config) -> int:
@@ -244,7 +247,7 @@ def attack_plan(cfg: Config, data, partition_id: int, preprocess, tokenizer, *, 
         # Wang et al. (NeurIPS 2020) with model replacement: train inside ε/γ, so that the
         # boosted update γ·Δ that is sent has norm ≤ ε.
         pgd_eps=a.update.pgd_eps / gamma if a.update.pgd_eps is not None else None,
-        step_mask=neurotoxin_mask_of(cfg, last_globals),
+        step_mask=step_mask_of(cfg, last_globals),
         enforced_objective=enforced_training(cfg),
     )
 
@@ -277,13 +280,16 @@ def check_attack(cfg: Config) -> None:
             raise ConfigError(f"invalid config:\n  attack.data.dba_parts={a.data.dba_parts}: DBA splits a "
                               f"patch; attack.data.trigger.name={t.name!r} must be 'badnet'")
         checks.append(("attack.data.dba_parts", lambda: [piece(probe) for piece in dba_pieces(cfg, trigger())]))
-    if a.update.name in ("model_replacement", "norm_bound"):
-        probe_update = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    update = UPDATE_ATTACKS.get(a.update.name)
+    if a.update.name != "none" and update is None:
+        raise ConfigError(f"invalid config:\n  attack.update.name={a.update.name!r} is unknown; "
+                          f"allowed: none, {', '.join(UPDATE_ATTACKS)}")
+    probe_update = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    if update is not None and update.transform is not None:
         checks.append(("attack.update.params", lambda: update_attack_of(cfg, 1)[0](probe_update, 1)))
-    elif a.update.name == "neurotoxin":
-        probe_update = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    if update is not None and update.mask is not None:
         checks.append(("attack.update.params",
-                       lambda: apply_mask(probe_update, neurotoxin_mask(probe_update, **a.update.params))))
+                       lambda: apply_mask(probe_update, update.mask(probe_update, a.update.params))))
     if a.byzantine.name != "none":
         checks.append(("attack.byzantine", lambda: make_adversary(a.byzantine.name, seed=cfg.seed, **a.byzantine.params)))
     origin = image_origin(cfg)

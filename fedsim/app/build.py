@@ -28,6 +28,7 @@ from fedsim.app.attack_plan import (
     attack_plan,
     check_attack,
     dba_pieces,
+    remembers_globals,
     target_id,
     trigger_of,
 )
@@ -305,7 +306,7 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None, *,
         round_config_fn=lambda r: {"lr": round_lr(cfg, r)},
         post_aggregate=post_aggregate,
         # Neurotoxin's attacker node remembers the global models it received (its mask)
-        remember=cfg.malicious if cfg.attack.update.name == "neurotoxin" else (),
+        remember=cfg.malicious if remembers_globals(cfg) else (),
         assign_partitions=assign_partitions,
     )
 

@@ -15,6 +15,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.honest import LocalSetup
+from fedsim.app.attack_plan import remembers_globals
 from fedsim.app.build import build_client, client_seed, fault_of
 from fedsim.config import Config
 from fedsim.records import from_array_record, to_array_record
@@ -69,7 +70,7 @@ def client_train(msg: Message, context: Context) -> Message:
         time.sleep(cfg.faults.round_timeout_s + 1.0)  # the server has stopped waiting
     arrays = msg.content.array_records["arrays"]
     last_globals = None
-    if pid in cfg.malicious and cfg.attack.update.name == "neurotoxin":
+    if pid in cfg.malicious and remembers_globals(cfg):
         last_globals = _remember_global(context, arrays, msg.content.array_records.get(NODE_MEMORY))
     client = build_client(cfg, config_json, pid, last_globals)
     setup = LocalSetup(

@@ -15,7 +15,7 @@ from fedsim.app.attack_plan import (
     check_attack,
     dba_pieces,
     enforced_training,
-    neurotoxin_mask_of,
+    step_mask_of,
     schedule_of,
     target_id,
     trigger_of,
@@ -192,10 +192,10 @@ def test_the_neurotoxin_mask_spares_the_top_k_percent_of_the_last_global_change(
     previous = {"a": torch.tensor([1.0, 1.0, 1.0]), "b": torch.tensor([[0.0, 0.0]])}
     current = {"a": torch.tensor([1.5, 0.9, -2.0]), "b": torch.tensor([[0.2, 0.0]])}
     # change (0.5, −0.1, −3, 0.2, 0); the top 40 % of 5 coordinates: −3 and 0.5
-    assert neurotoxin_mask_of(cfg, (previous, current)).tolist() == [False, True, False, True, True]
-    assert neurotoxin_mask_of(cfg, None) is None
+    assert step_mask_of(cfg, (previous, current)).tolist() == [False, True, False, True, True]
+    assert step_mask_of(cfg, None) is None
     other = _cfg("attack.update.name='norm_bound'", "attack.update.params={eps=1.0}")
-    assert neurotoxin_mask_of(other, (previous, current)) is None
+    assert step_mask_of(other, (previous, current)) is None
 
 
 # --------------------------------------------------------------------------- target, captions
@@ -393,7 +393,7 @@ def test_an_update_only_attacker_trains_as_the_honest_ones(monkeypatch):
     assert plan.enforced_objective.func is TRAINING["roclip"]
 
 
-def test_the_plan_carries_the_neurotoxin_mask_of_the_last_global_change(monkeypatch):
+def test_the_plan_carries_the_step_mask_of_the_last_global_change(monkeypatch):
     monkeypatch.setattr(ap, "poison", _Recorder())
     cfg = _cfg("attack.update.name='neurotoxin'", "attack.update.params={k_percent=50}")
     last = ({"w": torch.zeros(4)}, {"w": torch.tensor([0.1, -0.4, 0.3, 0.0])})

@@ -175,3 +175,28 @@ def test_a_learned_trigger_defined_outside_is_learned_once_and_kept_in_the_confi
     assert len(seen) == 1 and seen[0][1] > 0 and seen[0][0] > 0  # learned once, on both kinds of image
     kept = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["attack"]["data"]["trigger"]["params"]
     assert kept == {"level": 0.25, "pattern": [[[0.25] * 3] * 3] * 3}
+
+
+def test_an_update_attack_defined_outside_rewrites_what_the_attacker_sends(monkeypatch, tmp_path):
+    """An ``UPDATE_ATTACKS`` entry from outside, named by the config: the attackers send their
+    update times −1 (a toy sign flip), visible in the recorded update norms being equal to
+    what they trained and the round aggregated."""
+    from clients.attacks import UPDATE_ATTACKS, UpdateAttack
+    from fedsim.runner import load, run
+
+    sent = []
+
+    def negate(update, params):
+        sent.append(float(update.norm()))
+        return -params["factor"] * update
+
+    monkeypatch.setitem(UPDATE_ATTACKS, "negate", UpdateAttack(reference=negate, transform=negate))
+    cfg = load(None, ["rounds=1", "model.init='scratch'", "data.train_size=60", "data.test_size=30",
+                      "clients.num=3", "clients.per_round=3", "attack.malicious=[0]",
+                      "attack.data.enabled=false", "attack.update.name='negate'",
+                      "attack.update.params={ factor = 2.0 }", "resources.engine='inprocess'"])
+    sent.clear()  # the config check applied it once to a probe update
+    summary = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["status"] == "completed" and len(sent) == 1
+    record = json.loads((tmp_path / "run" / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["update_norms"]["0"] == pytest.approx(2 * sent[0], rel=1e-4)
