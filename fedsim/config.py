@@ -199,10 +199,14 @@ class ClientsConfig(_Section):
         "constant", description="server-driven per-round factor on lr"
     )
     weight_decay: float = Field(0.1, ge=0)
-    training: Literal["standard", "roclip", "adversarial"] = Field(
-        "standard", description="the clients' local training (fedsim.objectives.TRAINING): "
-        "'roclip' (Yang et al., NeurIPS 2023) or 'adversarial' (L∞ PGD, Gao et al. 2022); "
-        "who runs it: training_scope"
+    training: str = Field(
+        "standard", description="the clients' local training, a fedsim.objectives.TRAINING name: "
+        "'standard', 'roclip' (Yang et al., NeurIPS 2023) or 'adversarial' (L∞ PGD, Gao et al. "
+        "2022); who runs it: training_scope"
+    )
+    training_params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword parameters of a training mode that has no "
+        "clients.<mode>_* fields (one registered in fedsim.objectives.TRAINING from outside)"
     )
     training_scope: Literal["honest", "all"] = Field(
         "honest", description="who trains with `training`: 'honest' — the honest clients only, "
@@ -216,15 +220,6 @@ class ClientsConfig(_Section):
     adversarial_eps: float = Field(4 / 255, gt=0, le=1, description="PGD's L∞ radius on [0, 1] pixels")
     adversarial_alpha: float = Field(1 / 255, gt=0, le=1, description="PGD's step size")
     adversarial_steps: int = Field(3, ge=1, description="PGD steps per batch")
-
-    def training_params(self) -> dict:
-        """The keyword arguments of ``training``'s factory (``fedsim.objectives.TRAINING``)."""
-        return {
-            "standard": {},
-            "roclip": {"every": self.roclip_every, "pool_size": self.roclip_pool},
-            "adversarial": {"eps": self.adversarial_eps, "alpha": self.adversarial_alpha,
-                            "steps": self.adversarial_steps},
-        }[self.training]
 
     @model_validator(mode="after")
     def _mode_params(self):

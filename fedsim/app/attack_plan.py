@@ -41,7 +41,7 @@ from fedsim.app.data_plan import (
 )
 from fedsim.config import Config, ConfigError
 from fedsim.data import ImageCaptions
-from fedsim.objectives import OBJECTIVES, TRAINING
+from fedsim.objectives import OBJECTIVES, TRAINING, training_kwargs
 from fedsim.records import flatten
 
 def trigger_of(cfg: Config):
@@ -172,7 +172,7 @@ def enforced_training(cfg: Config) -> Callable | None:
     c = cfg.clients
     if c.training_scope != "all" or c.training == "standard":
         return None
-    return partial(TRAINING[c.training], **c.training_params())
+    return partial(TRAINING[c.training], **training_kwargs(c))
 
 
 @dataclass

@@ -42,10 +42,17 @@ from fedsim.app.data_plan import (
     test_view,
     train_view,
 )
-from fedsim.config import Config, ConfigError
+from fedsim.config import Config, ConfigError, invalid
 from fedsim.evaluation import Evaluator, SimCLREvaluator, encode_images
 from fedsim.models import create_model_and_transforms, tokenize
-from fedsim.objectives import OBJECTIVES, TRAINING, cleanclip_finetune
+from fedsim.objectives import (
+    OBJECTIVES,
+    TRAINING,
+    TRAINING_FIELDS,
+    TRAINING_INPUTS,
+    cleanclip_finetune,
+    training_kwargs,
+)
 from fedsim.pretrain import warm_start
 from fedsim.progress import step_progress
 from fedsim.records import (
@@ -129,13 +136,22 @@ def training_of(cfg: Config, *, honest: bool = True) -> Callable | None:
         return imposed
     if not honest:
         return None
+    return partial(TRAINING[cfg.clients.training], **training_kwargs(cfg.clients))
+
+
+def check_training(cfg: Config) -> None:
+    """``clients.training`` is a ``TRAINING`` mode and ``clients.training_params`` are its
+    keywords (those beyond what every mode is called with, ``TRAINING_INPUTS``)."""
     c = cfg.clients
-    params = {
-        "standard": {},
-        "roclip": {"every": c.roclip_every, "pool_size": c.roclip_pool},
-        "adversarial": {"eps": c.adversarial_eps, "alpha": c.adversarial_alpha, "steps": c.adversarial_steps},
-    }[c.training]
-    return partial(TRAINING[c.training], **params)
+    if c.training not in TRAINING:
+        raise ConfigError(invalid([f"clients.training={c.training!r} is unknown; allowed: {', '.join(TRAINING)}"]))
+    allowed = [p for p in inspect.signature(TRAINING[c.training]).parameters if p not in TRAINING_INPUTS]
+    fielded = TRAINING_FIELDS.get(c.training, {})
+    for k in c.training_params:
+        if k not in allowed or k in fielded:
+            why = (f"set it as clients.{fielded[k]}" if k in fielded else
+                   f"allowed: {', '.join(p for p in allowed if p not in fielded) or 'none'}")
+            raise ConfigError(invalid([f"clients.training_params.{k}: {c.training} takes no such parameter; {why}"]))
 
 
 def build_client(cfg: Config, config_json: str, partition_id: int,
@@ -372,7 +388,7 @@ def config_checks() -> list[Callable[[Config], None]]:
     """The checks a config must pass before anything starts (``load_config``), beyond its
     fields: the data and the model file it names (opened), then the registries' (rule and
     attack names and parameters)."""
-    return [check_data, check_model, check_strategy, check_attack]
+    return [check_data, check_model, check_training, check_strategy, check_attack]
 
 
 def check_strategy(cfg: Config) -> None:

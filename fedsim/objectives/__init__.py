@@ -52,10 +52,32 @@ TRAINING = {
     "adversarial": adversarial,
 }
 
+# The built-in modes' parameters are the config's ``clients.<mode>_*`` fields: mode → {factory
+# keyword: ClientsConfig field}. A mode without an entry here takes ``clients.training_params``.
+TRAINING_FIELDS: dict[str, dict[str, str]] = {
+    "roclip": {"every": "roclip_every", "pool_size": "roclip_pool"},
+    "adversarial": {"eps": "adversarial_eps", "alpha": "adversarial_alpha", "steps": "adversarial_steps"},
+}
+
+
+
+def training_kwargs(clients) -> dict:
+    """The keyword parameters of ``clients.training`` from the clients' config section: its
+    ``clients.<mode>_*`` fields (``TRAINING_FIELDS``) and ``clients.training_params``."""
+    fields = TRAINING_FIELDS.get(clients.training, {})
+    return {**{k: getattr(clients, f) for k, f in fields.items()}, **clients.training_params}
+
+
+# What every mode is called with (``fedsim.app``); the rest of its keywords are its parameters.
+TRAINING_INPUTS = ("model", "images", "captions", "tokenizer", "preprocess", "generator", "epoch_offset")
+
 __all__ = [
     "OBJECTIVES",
     "Objective",
     "TRAINING",
+    "TRAINING_FIELDS",
+    "TRAINING_INPUTS",
+    "training_kwargs",
     "adversarial",
     "augment_images",
     "autoaugment_images",

@@ -200,3 +200,27 @@ def test_an_update_attack_defined_outside_rewrites_what_the_attacker_sends(monke
     assert summary["status"] == "completed" and len(sent) == 1
     record = json.loads((tmp_path / "run" / "rounds.jsonl").read_text().splitlines()[0])
     assert record["update_norms"]["0"] == pytest.approx(2 * sent[0], rel=1e-4)
+
+
+def test_a_training_mode_defined_outside_runs_with_its_parameters_from_the_config(monkeypatch, tmp_path):
+    """A ``TRAINING`` entry from outside, named by ``clients.training``, its keywords from
+    ``clients.training_params``: the honest clients train with it, the attackers as they like."""
+    from fedsim.objectives import TRAINING, standard
+    from fedsim.runner import load, run
+
+    calls = []
+
+    def halved(model, images, captions, *, tokenizer, preprocess, generator, epoch_offset, weight=0.5):
+        calls.append((len(images), weight))
+        loss = standard(model, images, captions, tokenizer=tokenizer, preprocess=preprocess,
+                        generator=generator, epoch_offset=epoch_offset)
+        return lambda model, idx, epoch: weight * loss(model, idx, epoch)
+
+    monkeypatch.setitem(TRAINING, "halved", halved)
+    cfg = load(None, ["rounds=1", "model.init='scratch'", "data.train_size=60", "data.test_size=30",
+                      "clients.num=3", "clients.per_round=3", "attack.malicious=[0]",
+                      "clients.training='halved'", "clients.training_params={ weight = 0.25 }",
+                      "resources.engine='inprocess'"])
+    summary = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["status"] == "completed"
+    assert sorted(calls) == [(20, 0.25), (20, 0.25)]  # the 2 honest clients, once each

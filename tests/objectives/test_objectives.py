@@ -148,12 +148,21 @@ def test_pgd_stays_in_the_ball_and_the_pixel_range_and_raises_the_loss(tiny):
     assert attacked > clean + 1e-3
 
 
-def test_every_training_mode_is_a_config_choice():
-    import typing
+def test_every_training_mode_is_a_config_choice_with_its_fields_as_keywords():
+    import inspect
 
-    from fedsim.config import ClientsConfig
+    from fedsim.objectives import TRAINING_FIELDS, TRAINING_INPUTS, training_kwargs
+    from fedsim.runner import load
 
-    assert set(typing.get_args(ClientsConfig.model_fields["training"].annotation)) == set(TRAINING)
+    for mode, factory in TRAINING.items():
+        c = load(None, [f"clients.training='{mode}'"]).clients
+        keywords = [p for p in inspect.signature(factory).parameters if p not in TRAINING_INPUTS]
+        assert sorted(training_kwargs(c)) == sorted(keywords) == sorted(TRAINING_FIELDS.get(mode, {}))
+    with pytest.raises(ConfigError, match=r"clients.training_params.every: roclip takes no such parameter; "
+                                          r"set it as clients.roclip_every"):
+        load(None, ["clients.training='roclip'", "clients.training_params={ every = 3 }"])
+    with pytest.raises(ConfigError, match=r"clients.training_params.k: standard takes no such parameter; allowed: none"):
+        load(None, ["clients.training_params={ k = 3 }"])
 
 
 # --------------------------------------------------------------------------- config
@@ -174,8 +183,10 @@ def test_every_training_mode_is_a_config_choice():
     (["defense.cleanclip.enabled=true", "data.root_size=200"], "data.root_size=200"),
 ])
 def test_config_errors_name_the_field(overrides, field):
+    from fedsim.runner import load
+
     with pytest.raises(ConfigError) as e:
-        load_config(None, overrides)
+        load(None, overrides)
     assert field in str(e.value)
 
 
