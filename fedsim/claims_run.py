@@ -96,11 +96,13 @@ def load_claims(path: Path) -> tuple[list[Claim], int]:
 
 
 def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, only=(), overrides=(),
-               jobs: int | None = None, log=print) -> list[Outcome]:
+               jobs: int | None = None, log=print, report_only: bool = False) -> list[Outcome]:
     """Run the claims of ``path`` (those named in ``only``, else all) under ``out`` and write
     ``out/claims.md``; returns the outcomes. ConfigError before anything runs when the file, a
-    claim, an arm or a cell's config is invalid."""
+    claim, an arm or a cell's config is invalid. ``report_only``: run nothing, judge each claim
+    on its cells completed so far ("not measured" where none has completed)."""
     from fedsim.provenance import git_commit, cpu_model
+    from fedsim.report import read_summary
     from fedsim.runner import load
     from fedsim.sweep_run import plan, run_plan
 
@@ -122,9 +124,21 @@ def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, o
         plans.append((claim, folder, sweep_file, plan(sweep_file, overrides, out=folder)))
     outcomes = []
     for i, (claim, folder, sweep_file, p) in enumerate(plans, 1):
-        log(f"fedsim: claim {i}/{len(plans)} {claim.id}: {len(p.cells)} runs → {folder}")
-        run_plan(p, folder, config=sweep_file, overrides=overrides, jobs=jobs)
-        outcome = verdict(claim, collect(claim, folder, [c for c, _ in p.cells]))
+        cells = [c for c, _ in p.cells]
+        if report_only:
+            done = sum(read_summary(folder / c.name).get("status") == "completed" for c in cells)
+            log(f"fedsim: claim {i}/{len(plans)} {claim.id}: {done} of {len(cells)} runs completed")
+        else:
+            log(f"fedsim: claim {i}/{len(plans)} {claim.id}: {len(cells)} runs → {folder}")
+            run_plan(p, folder, config=sweep_file, overrides=overrides, jobs=jobs)
+        values = collect(claim, folder, cells)
+        outcome = verdict(claim, values)
+        if report_only and done == 0:
+            outcome = Outcome(claim, "not measured", None, f"none of its {len(cells)} runs has completed")
+        elif report_only and done < len(cells):
+            outcome = Outcome(claim, "incomplete", outcome.effect,
+                              f"{done} of {len(cells)} runs completed; so far: {outcome.verdict} — {outcome.why}",
+                              outcome.measured)
         log(f"fedsim: {claim.id}: {outcome.verdict} — {outcome.why}")
         outcomes.append(outcome)
     header = (f"Measured with `fedsim claims {path}` on {date.today().isoformat()}, CPU {cpu_model()!r}, "

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value in every arm of every claim, as for run")
     claims.add_argument("--jobs", type=int, metavar="N", help="cells run at once, as for sweep")
+    claims.add_argument("--report-only", action="store_true",
+                        help="run nothing: write claims.md from the cells completed so far (a claim "
+                             "with none is 'not measured')")
     report = sub.add_parser("report", help="results.csv, results.md and figures of finished runs")
     report.add_argument("dirs", nargs="+", help="a sweep's folder, or run directories")
     report.add_argument("--out", help="where to write them (default: the one folder given)")
@@ -130,7 +133,7 @@ def _command(args: argparse.Namespace) -> int:
                 print(f"fedsim: {option} {value}: expected an integer ≥ {2 if option == '--seeds' else 1}",
                       file=sys.stderr)
                 return 2
-        return _claims(args.file, args.out, args.seeds, args.only, args.set, args.jobs)
+        return _claims(args.file, args.out, args.seeds, args.only, args.set, args.jobs, args.report_only)
     if args.command == "sweep":
         for option, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
             if value is not None and value < 1:
@@ -279,7 +282,7 @@ def _sweep(config: str, out: str | None, overrides: list[str], grid: list[str], 
 
 
 def _claims(path: str, out: str | None, seeds: int | None, only: list[str], overrides: list[str],
-            jobs: int | None) -> int:
+            jobs: int | None, report_only: bool = False) -> int:
     """``fedsim claims``: exit 2 on an invalid claims file or config (nothing run), 0 otherwise
     (a claim that does not reproduce is a result, not an error)."""
     from fedsim.claims_run import run_claims
@@ -287,7 +290,8 @@ def _claims(path: str, out: str | None, seeds: int | None, only: list[str], over
 
     folder = Path(out) if out else Path("runs") / f"claims-{Path(path).stem}"
     try:
-        outcomes = run_claims(path, folder, seeds=seeds, only=only, overrides=overrides, jobs=jobs)
+        outcomes = run_claims(path, folder, seeds=seeds, only=only, overrides=overrides, jobs=jobs,
+                              report_only=report_only)
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2

@@ -218,6 +218,15 @@ def test_run_claims_runs_each_arm_as_a_sweep_and_writes_claims_md(tmp_path, monk
     assert "low: 0.105 ± 0.007 (n=2)" in text and not (out / "other").exists()
     with pytest.raises(ConfigError, match="no such claim"):
         run_claims(claims, out, only=["nope"])
+    # --report-only runs nothing: the same verdict from the cells on disk, "not measured" for a
+    # claim with none, "incomplete" (with the verdict so far) for one with some
+    monkeypatch.setattr(sweep, "run_plan", lambda *a, **k: pytest.fail("report-only ran a cell"))
+    dose, other = run_claims(claims, out, report_only=True, log=lambda *_: None)
+    assert (dose.verdict, other.verdict) == ("reproduces", "not measured")
+    assert "none of its 4 runs has completed" in other.why
+    (out / "dose" / "high__seed1" / "summary.json").unlink()
+    [dose] = run_claims(claims, out, only=["dose"], report_only=True, log=lambda *_: None)
+    assert dose.verdict == "incomplete" and dose.why.startswith("5 of 6 runs completed; so far: cannot at this scale")
 
 
 def test_the_command_refuses_a_bad_claims_file_before_running_anything(tmp_path, capsys):
