@@ -20,12 +20,11 @@ import math
 import os
 from pathlib import Path
 
+from fedsim.metrics import METRICS
+
 # ``fedsim deploy``'s folder in a run directory (the SuperLink's and SuperNodes' logs, Flower's
 # home), made before the ServerApp opens the directory.
 DEPLOY_DIR = "deploy"
-
-# Per-round detection rates averaged into the summary (None rounds are skipped).
-DETECTION_KEYS = ("tpr", "fpr", "precision", "recall")
 
 
 def _clean(value):
@@ -204,15 +203,8 @@ def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra:
     last = rounds[-1] if rounds else {}
     summary = {
         "rounds": len(rounds),
-        "clean_accuracy": last.get("clean_accuracy"),
-        "attack_success_rate": last.get("attack_success_rate"),
-        "max_attack_success_rate": max(
-            (r["attack_success_rate"] for r in rounds if r.get("attack_success_rate") is not None),
-            default=None,
-        ),
+        **{m.name: m.of_run(rounds, initial) for m in METRICS},
         "wall_s": round(wall_s, 2),
-        "initial_clean_accuracy": (initial or {}).get("clean_accuracy"),
-        "initial_attack_success_rate": (initial or {}).get("attack_success_rate"),
         "retrieval": last.get("retrieval"),
         # SimCLR mode: clean_accuracy is kNN's; the linear probe's numbers next to it
         **{k: last[k] for k in ("probe_accuracy", "probe_attack_success_rate") if k in last},
@@ -225,9 +217,6 @@ def summarize(rounds: list[dict], *, initial: dict | None, wall_s: float, extra:
         "aggregated_rounds": sum(1 for r in rounds if not r.get("skipped")),
         "skipped_rounds": [r["round"] for r in rounds if r.get("skipped")],
     }
-    for key in DETECTION_KEYS:
-        values = [r[key] for r in rounds if r.get(key) is not None]
-        summary[f"mean_{key}"] = sum(values) / len(values) if values else None
     summary.update(extra)
     return summary
 
@@ -248,8 +237,7 @@ def summary_markdown(summary: dict, rounds: list[dict]) -> str:
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {_fmt(summary.get(k))} |" for k in (
-            "rounds", "aggregated_rounds", "clean_accuracy", "attack_success_rate", "max_attack_success_rate",
-            "initial_clean_accuracy", "initial_attack_success_rate", "mean_tpr", "mean_fpr",
+            "rounds", "aggregated_rounds", *(m.name for m in METRICS if m.in_summary_md),
             "wall_s", "bytes_up", "bytes_down", "rejected_replies",
         )),
         "",

@@ -23,19 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsim import power
+from fedsim.metrics import METRICS as RUN_METRICS
 from fedsim.grid import Axis, flatten, infer_axes, label_in
 
 GRID_FILE = "sweep.json"
 # One line per cell a sweep ran: its labels, status, what was done (fedsim.sweep_run writes it).
 STATUS_FILE = "sweep.jsonl"
-# What one run is reduced to: (column, summary.json key, heading).
-METRICS = (
-    ("final_asr", "attack_success_rate", "final ASR"),
-    ("max_asr", "max_attack_success_rate", "max ASR"),
-    ("final_ca", "clean_accuracy", "final CA"),
-    ("mean_tpr", "mean_tpr", "mean TPR"),
-    ("mean_fpr", "mean_fpr", "mean FPR"),
-)
+
+
+def table_metrics() -> list[tuple[str, str, str]]:
+    """What one run is reduced to in the sweep tables: (column, summary.json key, heading) of
+    the metrics with a column (``fedsim.metrics.METRICS``, where they are declared), in order."""
+    return [(m.column, m.name, m.heading) for m in RUN_METRICS if m.column]
 # Folders a sweep moved aside (a cell run afresh): kept, never reported.
 _SET_ASIDE = re.compile(r"\.failed-\d+$")
 
@@ -136,7 +135,7 @@ def csv_rows(runs: list[Run], axes: list[Axis]) -> list[dict]:
         row = dict(zip((a.name for a in axes), labels_of(run, axes)))
         row.update({k: _csv_value(run.config.get(k)) for k in keys})
         row.update({"seed": run.config.get("seed"), "status": s.get("status")})
-        row.update({column: s.get(key) for column, key, _ in METRICS})
+        row.update({column: s.get(key) for column, key, _ in table_metrics()})
         row.update({"wall_s": s.get("wall_s"), "run_dir": str(run.path), "error": s.get("error") or ""})
         rows.append(row)
     return rows
@@ -193,7 +192,7 @@ def results_markdown(runs: list[Run], axes: list[Axis]) -> str:
              f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} of the "
              "completed runs of each cell; \"(k of n)\": only k of the cell's n runs completed.", ""]
     head = " / ".join(a.name for a in row_axes) or "runs"
-    for _, key, heading in METRICS:
+    for _, key, heading in table_metrics():
         lines += [f"## {heading}", "", f"| {head} \\ {col_axis.name if col_axis else ''} | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
         for row in rows:

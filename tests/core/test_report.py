@@ -351,7 +351,7 @@ def test_summarize_reduces_the_rounds_to_the_final_numbers():
         "rejected_replies": 3, "aggregated_rounds": 2, "skipped_rounds": [2],
         "mean_tpr": 0.75, "mean_fpr": pytest.approx(0.2), "mean_precision": None, "mean_recall": 0.25,
         "name": "x"}
-    assert list(summary)[:3] == ["rounds", "clean_accuracy", "attack_success_rate"]
+    assert list(summary)[:3] == ["rounds", "attack_success_rate", "max_attack_success_rate"]  # fedsim.metrics order
 
 
 def test_summarize_of_no_rounds():
@@ -383,8 +383,8 @@ def test_summary_markdown_in_full():
     assert report.summary_markdown(summary, rounds) == (
         "# r1\n\n**Status: failed** — boom\n\n"
         "| metric | value |\n|---|---|\n"
-        "| rounds | 2 |\n| aggregated_rounds | 1 |\n| clean_accuracy | 0.500 |\n| attack_success_rate | – |\n"
-        "| max_attack_success_rate | 0.250 |\n| initial_clean_accuracy | 0.100 |\n"
+        "| rounds | 2 |\n| aggregated_rounds | 1 |\n| attack_success_rate | – |\n"
+        "| max_attack_success_rate | 0.250 |\n| clean_accuracy | 0.500 |\n| initial_clean_accuracy | 0.100 |\n"
         "| initial_attack_success_rate | – |\n| mean_tpr | 1 |\n| mean_fpr | – |\n| wall_s | 3.142 |\n"
         "| bytes_up | 10 |\n| bytes_down | – |\n| rejected_replies | – |\n\n"
         "| round | CA | ASR | TPR | FPR | accepted | s |\n|---|---|---|---|---|---|---|\n"
