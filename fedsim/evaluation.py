@@ -8,15 +8,22 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+BATCH = 500  # images encoded at once
+
+
 @torch.no_grad()
-def encode_images(model, images: torch.Tensor, preprocess, batch_size: int = 500) -> torch.Tensor:
+def encode_images(model, images: torch.Tensor, preprocess, batch_size: int | None = None,
+                  after_batch: Callable[[], None] | None = None) -> torch.Tensor:
+    """L2-normalised image embeddings, ``batch_size`` (default ``BATCH``) images at a time
+    (``after_batch`` is called after each batch: progress)."""
+    batch_size = batch_size or BATCH
     model.eval()
-    return torch.cat(
-        [
-            model.encode_image(preprocess(images[i : i + batch_size]), normalize=True)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(model.encode_image(preprocess(images[i : i + batch_size]), normalize=True))
+        if after_batch is not None:
+            after_batch()
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -103,8 +110,9 @@ class Evaluator:
 
     def __init__(self, model, preprocess, tokenizer, test, *, classnames, templates, trigger,
                  target: int, extra_triggers: dict | None = None,
-                 caption_trigger: Callable[[str], str] | None = None):
+                 caption_trigger: Callable[[str], str] | None = None, log: Callable[[str], None] | None = None):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.log = log  # progress of an evaluation longer than a few seconds (fedsim.progress)
         self.test, self.classnames, self.templates, self.target = test, classnames, templates, target
         self.triggered = make_trigger_images(test.images, trigger)
         # e.g. DBA's pieces: ASR of each, next to the full trigger's
@@ -119,13 +127,20 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self) -> dict:
+        from fedsim.progress import step_progress
+
+        batches = -(-len(self.test.images) // BATCH) * (2 + len(self.extra))
+        with step_progress(batches, "evaluation", self.log or (lambda msg: None), terminal=False) as tick:
+            return self._evaluate(tick)
+
+    def _evaluate(self, tick: Callable[[], None]) -> dict:
         classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates)
-        clean = encode_images(self.model, self.test.images, self.preprocess)
-        triggered = encode_images(self.model, self.triggered, self.preprocess)
+        clean = encode_images(self.model, self.test.images, self.preprocess, after_batch=tick)
+        triggered = encode_images(self.model, self.triggered, self.preprocess, after_batch=tick)
         text = self.model.encode_text(self.tokenizer(self._captions), normalize=True)
         extra = {
             name: attack_success_rate(
-                predict(encode_images(self.model, images, self.preprocess), classifier),
+                predict(encode_images(self.model, images, self.preprocess, after_batch=tick), classifier),
                 self.test.labels, self.target,
             )
             for name, images in self.extra.items()

@@ -327,7 +327,7 @@ def build_strategy(cfg: Config, post_aggregate: PostAggregate | None = None, *,
     )
 
 
-def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | SimCLREvaluator:
+def build_evaluator(cfg: Config, model, preprocess, tokenizer, log=None) -> Evaluator | SimCLREvaluator:
     """Zero-shot CA and ASR (for every DBA piece and the text trigger too) and retrieval of
     ``model`` on the evaluation set (``fedsim.app.data_plan.eval_index``), with its class names and
     templates. Retrieval pairs each image with its own caption: shapes' generated captions, or
@@ -351,6 +351,7 @@ def build_evaluator(cfg: Config, model, preprocess, tokenizer) -> Evaluator | Si
         caption_trigger=partial(add_text_trigger, token=cfg.attack.data.text_trigger)
         if cfg.attack.data.text_trigger else None,
         bank=lambda: train_view(cfg).materialize(preprocess.image_size),
+        log=log,
     )
 
 
@@ -371,7 +372,7 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
         # the warm-start CLIP (for SimCLR its image tower, the head as initialised)
         load_float_state(model, OBJECTIVES[cfg.objective].warm_state(float_state(model), warm_start(cfg, log=log)))
     cfg = resolve_learned_trigger(cfg, model, preprocess, tokenizer, log=log)  # leaves the model untouched
-    evaluator = build_evaluator(cfg, model, preprocess, tokenizer)
+    evaluator = build_evaluator(cfg, model, preprocess, tokenizer, log=log)
     initial = float_state(model)
 
     def evaluate(arrays: ArrayRecord) -> dict:

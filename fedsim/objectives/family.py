@@ -50,10 +50,11 @@ class Objective:
         return {**fresh, **{k: v for k, v in warm.items() if k.startswith("visual.")}}
 
     def evaluator(self, section, model, preprocess, tokenizer, test, *, classnames, templates, trigger,
-                  target: int, extra_triggers, caption_trigger, bank: Callable[[], Any]):
+                  target: int, extra_triggers, caption_trigger, bank: Callable[[], Any], log=None):
         """The evaluator of a global model: zero-shot (``fedsim.evaluation.Evaluator``), or for
         an image-only model kNN and linear probe against ``bank()`` (the labelled training
-        split, built only here) at ``[simclr] knn_k`` and ``knn_temperature``."""
+        split, built only here) at ``[simclr] knn_k`` and ``knn_temperature``. ``log``: where an
+        evaluation longer than a few seconds reports its progress."""
         from fedsim.evaluation import Evaluator, SimCLREvaluator
 
         if self.image_only:
@@ -65,6 +66,7 @@ class Objective:
         return Evaluator(
             model, preprocess, tokenizer, test, classnames=classnames, templates=templates,
             trigger=trigger, target=target, extra_triggers=extra_triggers, caption_trigger=caption_trigger,
+            log=log,
         )
 
 

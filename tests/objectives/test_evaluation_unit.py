@@ -325,3 +325,29 @@ def test_the_simclr_evaluator_uses_unit_features_and_its_k_and_temperature():
     # triggered query (.196, .98); with k = 1 its nearest row, of class 1, decides alone
     assert run(temperature=100.0)["attack_success_rate"] == 0.0
     assert run(k=1, temperature=100.0)["attack_success_rate"] == 1.0
+
+
+def test_an_evaluation_reports_its_progress_per_batch_of_images(monkeypatch):
+    """Progress of an evaluation (silent below a few seconds, ``fedsim.progress``): one step per
+    batch of images encoded, for the clean, the triggered and each extra trigger's images, and
+    the same numbers as without it."""
+    import contextlib
+
+    import fedsim.evaluation as evaluation
+    import fedsim.progress as progress
+
+    seen = {}
+
+    @contextlib.contextmanager
+    def recorded(total, what, log, **kw):
+        seen.update(total=total, what=what, ticks=0, log=log)
+        yield lambda: seen.update(ticks=seen["ticks"] + 1)
+
+    monkeypatch.setattr(progress, "step_progress", recorded)
+    monkeypatch.setattr(evaluation, "BATCH", 3)  # 4 test images: 2 batches per pass
+    lines = []
+    _, evaluate = _evaluator(extra_triggers={"piece": _shift(200)}, log=lines.append)
+    got = evaluate()
+    # 2 batches × (clean + triggered + 1 extra) = 6 steps, each ticked once
+    assert (seen["total"], seen["what"], seen["ticks"], seen["log"]) == (6, "evaluation", 6, lines.append)
+    assert got == _evaluator(extra_triggers={"piece": _shift(200)})[1]()
