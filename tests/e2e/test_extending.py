@@ -224,3 +224,34 @@ def test_a_training_mode_defined_outside_runs_with_its_parameters_from_the_confi
     summary = run(cfg, tmp_path / "run", log=lambda m: None)
     assert summary["status"] == "completed"
     assert sorted(calls) == [(20, 0.25), (20, 0.25)]  # the 2 honest clients, once each
+
+
+def test_a_rule_needing_a_server_input_defined_outside_gets_it_every_round(monkeypatch, tmp_path):
+    """A ``RULES`` entry from outside that declares a server input (``takes("previous")``, as
+    docs/extending.md says): the strategy passes the last aggregate applied — None in round 1,
+    then round 1's — and nothing it did not declare."""
+    import strategies
+    from strategies.inputs import takes
+    from strategies.result import AggregationResult, check_updates
+    from fedsim.runner import load, run
+
+    seen = []
+
+    def momentum_mean(updates, *, weights=None, previous, beta: float = 0.5):
+        """Mean of the updates plus β · the last aggregate (an illustration, no paper)."""
+        check_updates(updates, weights)
+        seen.append(None if previous is None else previous.clone())
+        mean = updates.mean(dim=0)
+        return AggregationResult(aggregate=mean if previous is None else mean + beta * previous,
+                                 accepted=torch.arange(len(updates)))
+
+    takes("previous")(momentum_mean)
+    monkeypatch.setitem(strategies.RULES, "momentum_mean", momentum_mean)
+    cfg = load(None, ["rounds=2", "model.init='scratch'", "data.train_size=60", "data.test_size=30",
+                      "clients.num=3", "clients.per_round=3", "attack.enabled=false",
+                      "strategy.name='momentum_mean'", "strategy.params={ beta = 0.25 }",
+                      "resources.engine='inprocess'"])
+    seen.clear()  # the config check dry-ran it once on random updates
+    summary = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["status"] == "completed" and summary["aggregated_rounds"] == 2
+    assert seen[0] is None and seen[1] is not None and seen[1].ndim == 1
