@@ -200,6 +200,14 @@ def _validate(config: str, overrides: list[str]) -> int:
     return 0
 
 
+def _ended(summary: dict, run_dir) -> int:
+    """A finished run's exit code: 0 when it completed, else 1 and why (its rounds.jsonl)."""
+    if summary["status"] != "completed":
+        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir}/rounds.jsonl", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _resume(run_dir: str, verbose: bool) -> int:
     """``fedsim resume``: exit 2 when ``run_dir`` cannot be resumed, 1 when the run fails."""
     from fedsim.config import ConfigError
@@ -210,10 +218,7 @@ def _resume(run_dir: str, verbose: bool) -> int:
     except ConfigError as e:
         print(f"fedsim: {e}", file=sys.stderr)
         return 2
-    if summary["status"] != "completed":
-        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir}/rounds.jsonl", file=sys.stderr)
-        return 1
-    return 0
+    return _ended(summary, run_dir)
 
 
 def _run(config: str, out: str | None, overrides: list[str], verbose: bool, *, deploy: bool = False) -> int:
@@ -239,10 +244,7 @@ def _run(config: str, out: str | None, overrides: list[str], verbose: bool, *, d
         except ConfigError as e:
             print(f"fedsim: {e}", file=sys.stderr)
             return 2
-    if summary["status"] != "completed":
-        print(f"fedsim: run failed: {summary.get('error')}; see {run_dir.path}/rounds.jsonl", file=sys.stderr)
-        return 1
-    return 0
+    return _ended(summary, run_dir.path)
 
 
 def _sweep(config: str, out: str | None, overrides: list[str], grid: list[str], seeds: int | None,
