@@ -67,11 +67,13 @@ class CheckpointError(ValueError):
     message names the file and the first mismatching keys."""
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is a model fedsim can build: a tiny one of
+    ``model_configs/`` (registered with open_clip above) or any open_clip architecture."""
     if name not in open_clip.list_models():
         raise ValueError(
-            f"model.name={name!r} is not an open_clip model config; tiny ones: "
-            f"{', '.join(TINY_MODELS)}"
+            f"model.name={name!r} is unknown; allowed: {', '.join(TINY_MODELS)} or any open_clip "
+            "architecture name"
         )
 
 
@@ -88,7 +90,7 @@ def _build(name: str, **kwargs):
 def _architecture(name: str) -> tuple[dict[str, tuple[int, ...]], int]:
     """(state-dict key → shape, image size) of architecture ``name``, from a model built on the
     meta device: no memory, no init, a fraction of a second even for a ViT-B-32."""
-    _check_name(name)
+    check_name(name)
     with torch.device("meta"):
         model = _build(name, device="meta")
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}, _image_size(model)
@@ -207,7 +209,7 @@ def create_model_and_transforms(name: str, *, seed: int = 0, pretrained: str | P
     seeded with ``seed``. With ``projection_dim``, the model is that CLIP's image tower with a
     SimCLR projection head of that output size (``SimCLRModel``; the head seeded with ``seed``
     too, the tower's weights the checkpoint's where one is given)."""
-    _check_name(name)
+    check_name(name)
     torch.manual_seed(seed)
     model = _build(name)
     if pretrained is not None:

@@ -8,23 +8,21 @@ warm-up + cosine schedule on ``model.pretrain_size`` samples of the ``pretrain``
 stream from the clients' data, never poisoned). The result is a deterministic function of
 those settings and the seed, cached on disk so later runs reuse it.
 
-    python -m fedsim.pretrain CONFIG      # build (or show) the checkpoint a config uses
+    fedsim pretrain CONFIG      # build (or show) the checkpoint a config uses
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from fedsim.config import Config, ConfigError, load_config
+from fedsim.config import Config
 from fedsim.data import load_split
 from fedsim.models import create_model_and_transforms, tokenize
 from fedsim.records import float_state
@@ -145,23 +143,3 @@ def warm_start(cfg: Config, *, log=print) -> dict[str, torch.Tensor]:
         # it again.
         log(f"not cached: {e}; the next run with these settings trains it again")
     return state
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fedsim.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("config", nargs="?", help="TOML config (defaults when omitted)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    torch.set_num_threads(os.cpu_count() or 1)
-    warm_start(cfg)
-    print(checkpoint_path(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

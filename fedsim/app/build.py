@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
-from clients.attacks import LEARNED_TRIGGERS, PATTERN, add_text_trigger
+from clients.attacks import LEARNED_TRIGGERS, PATTERN, TRIGGERS, add_text_trigger
 from clients.honest import HonestClient
 from clients.malicious import MaliciousClient
 from fedsim.app.attack_plan import (
@@ -35,6 +35,7 @@ from fedsim.app.attack_plan import (
 from fedsim.app.data_plan import (
     check_data,
     check_model,
+    check_names,
     client_parts,
     eval_classes,
     eval_index,
@@ -137,6 +138,40 @@ def training_of(cfg: Config, *, honest: bool = True) -> Callable | None:
     if not honest:
         return None
     return partial(TRAINING[cfg.clients.training], **training_kwargs(cfg.clients))
+
+
+def check_objective(cfg: Config) -> None:
+    """What ``objective`` rules out, as its ``OBJECTIVES`` entry declares: another objective's
+    section (``[simclr]`` with ``objective = "clip"``), and for an image-only objective
+    (SimCLR) everything that needs captions or the text tower."""
+    o = OBJECTIVES[cfg.objective]
+    for other in OBJECTIVES.values():
+        given = getattr(cfg, other.section) if other.section and other is not o else None
+        if given is not None and given != type(given)():
+            raise ConfigError(invalid([
+                f"{other.section}={given.model_dump()} applies to objective = {other.name!r} only, but "
+                f"objective = {cfg.objective!r}; set objective = \"{other.name}\" or remove [{other.section}]"
+            ]))
+    if not o.image_only:
+        return
+    d = cfg.attack.data
+    t = d.trigger.name
+    image_triggers = ", ".join(TRIGGERS)
+    refused = [
+        (cfg.clients.training != "standard", f"clients.training={cfg.clients.training!r} is a CLIP "
+         "training mode (it needs captions); allowed: 'standard' (every client trains the objective)"),
+        (cfg.defense.cleanclip.enabled, "defense.cleanclip.enabled = true fine-tunes on image–caption "
+         "pairs; allowed: false"),
+        (bool(d.text_trigger), f"attack.data.text_trigger={d.text_trigger!r} is a caption trigger; "
+         "allowed: \"\" (an image-only objective trains on no captions)"),
+        (t in LEARNED_TRIGGERS and LEARNED_TRIGGERS[t].needs_text, f"attack.data.trigger.name={t!r} is "
+         f"optimised against the text tower; allowed: an image trigger ({image_triggers})"),
+        (d.label_consistent, "attack.data.label_consistent = true: poisoning here already triggers "
+         "target-class images only (SSL-Backdoor); remove it"),
+    ]
+    for bad, problem in refused:
+        if bad:
+            raise ConfigError(invalid([f"objective={cfg.objective!r}: {problem}"]))
 
 
 def check_training(cfg: Config) -> None:
@@ -387,9 +422,27 @@ def build_server(cfg: Config, *, log=print, assign_partitions: bool = False) -> 
 # -- config checks that need the registries ----------------------------------------------------
 def config_checks() -> list[Callable[[Config], None]]:
     """The checks a config must pass before anything starts (``load_config``), beyond its
-    fields: the data and the model file it names (opened), then the registries' (rule and
-    attack names and parameters)."""
-    return [check_data, check_model, check_training, check_strategy, check_attack]
+    fields: the names of its data and model (``check_names``), then — only when those exist,
+    each check reporting its first problem — the objective's limits, the data and the model
+    file it names (opened), the training mode, the rule and the attack (their registries'
+    names and parameters)."""
+    later = [check_objective, check_data, check_model, check_training, check_strategy, check_attack]
+    return [check_names, *(_given_names(check) for check in later)]
+
+
+def _given_names(check: Callable[[Config], None]) -> Callable[[Config], None]:
+    """``check``, run only when ``check_names`` passes (it reports its own problems; a check of
+    an unknown source or model would only repeat them, less clearly)."""
+    def checked(cfg: Config) -> None:
+        try:
+            check_names(cfg)
+        except ConfigError:
+            return
+        check(cfg)
+
+    checked.__name__ = checked.__qualname__ = check.__name__
+    checked.__doc__ = check.__doc__
+    return checked
 
 
 def check_strategy(cfg: Config) -> None:

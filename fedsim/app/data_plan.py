@@ -18,11 +18,14 @@ import numpy as np
 from clients.attacks import LEARNED_TRIGGERS, templated_captions
 from fedsim.config import MIN_CLIENT_SAMPLES, Config, ConfigError, DataConfig, invalid
 from fedsim.data import (
+    GENERATED,
     PARTITIONS,
     SHAPES,
+    TEST_SPLITS,
     ZERO_SHOT_TEMPLATES,
     DataError,
     check_images,
+    check_source,
     load_split,
     open_dataset,
     sample,
@@ -32,6 +35,7 @@ from fedsim.data.shapes import target_captions
 from fedsim.models import (
     CheckpointError,
     check_checkpoint,
+    check_name,
     checkpoint_file,
     model_image_size,
 )
@@ -45,10 +49,10 @@ def eval_source(cfg: Config) -> tuple[str, str, dict] | None:
     d, e = cfg.data, cfg.eval
     if e.name is not None:
         return e.name, e.path, e.params
-    if d.name == "shapes":
+    if generated(cfg):
         return None
-    if d.name in ("cifar10", "cifar100"):
-        return d.name, d.path, {**d.params, "split": "test"}
+    if d.name in TEST_SPLITS:
+        return d.name, d.path, {**d.params, **TEST_SPLITS[d.name]}
     raise ConfigError(invalid([
         f"eval: data.name={d.name!r} has no labelled test split; add an [eval] section with a "
         "labelled set for the zero-shot evaluation, e.g. name = \"imagefolder\", path = \"eval/\""
@@ -89,7 +93,7 @@ def _eval_index(name: str, path: str, params_json: str, size: int, seed: int):
 
 def generated(cfg: Config) -> bool:
     """The training data is generated (shapes), not read from a source."""
-    return cfg.data.name == "shapes"
+    return cfg.data.name in GENERATED
 
 
 def train_view(cfg: Config):
@@ -191,6 +195,31 @@ def image_size(cfg: Config) -> int:
     return SHAPES_IMAGE_SIZE if generated(cfg) else model_image_size(cfg.model.name)
 
 
+def check_names(cfg: Config) -> None:
+    """The names a config gives its data and model exist in their families: the training
+    source (generated or a ``DATASETS`` source with a path), the ``[eval]`` and ``[model.warm]``
+    sources, the partition and the model. Every problem at once; the other checks run only
+    when these pass (``fedsim.app.config_checks``)."""
+    d, e, w = cfg.data, cfg.eval, cfg.model.warm
+    sources = [("data", d.name, d.path, d.params, True)]
+    sources += [("eval", e.name, e.path, e.params, False)] if e.name is not None else []
+    sources += [("model.warm", w.name, w.path, w.params, False)] if w.name is not None else []
+    problems = []
+    for field, name, path, params, may_generate in sources:
+        try:
+            check_source(name, path, params, generated=may_generate)
+        except ValueError as err:
+            problems.append(f"{field}.{err}")  # "data.name='x' is unknown; allowed: ..."
+    if d.partition not in PARTITIONS:
+        problems.append(f"data.partition={d.partition!r} is unknown; allowed: {', '.join(PARTITIONS)}")
+    try:
+        check_name(cfg.model.name)
+    except ValueError as err:
+        problems.append(str(err))
+    if problems:
+        raise ConfigError(invalid(problems))
+
+
 def check_data(cfg: Config) -> None:
     """Open the training and evaluation sources (their own parsers check path and params),
     then check what the run needs of them: two samples per client, labels for a label-based
@@ -208,7 +237,7 @@ def check_data(cfg: Config) -> None:
         if len(warm) < 2:
             raise ConfigError(invalid([f"model.warm: {warm.source} has {len(warm)} samples; the warm start needs ≥ 2"]))
     by_label = PARTITIONS[d.partition].by_label
-    if d.name == "shapes":
+    if generated(cfg):
         num_samples = d.train_size
         labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if by_label else None
         size = f"data.train_size={d.train_size}"
@@ -273,7 +302,7 @@ def check_data(cfg: Config) -> None:
             f"data.partition={d.partition!r}{params} cannot split {size} over clients.num={cfg.clients.num} "
             f"clients with {MIN_CLIENT_SAMPLES}+ samples each (seed={cfg.seed}): {e}"
         ])) from None
-    if d.name != "shapes":
+    if not generated(cfg):
         _opened("data", lambda: check_images(train, root))
     if index is not None:
         _opened("eval", lambda: check_images(index))

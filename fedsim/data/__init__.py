@@ -12,7 +12,10 @@ from fedsim.data.shapes import (
     generate,
     target_captions,
 )
-from fedsim.data.sources import DATASETS, open_dataset
+from fedsim.data.sources import DATASETS, TEST_SPLITS, open_dataset
+
+# Data fedsim generates itself (``load_split``): a name, no path, no params.
+GENERATED = ("shapes",)
 
 # Each split of an experiment comes from its own stream of the same generator, so that the
 # test split is never a copy of training data but is drawn from the same distribution.
@@ -21,15 +24,33 @@ SPLITS = {"pretrain": 1, "train": 2, "test": 3, "root": 4}
 
 def load_split(name: str, split: str, size: int, seed: int) -> ShapesData:
     """The one factory from a config's ``data.name`` to a split of ``size`` samples."""
-    if name != "shapes":
-        raise ValueError(f"data.name={name!r} is unknown; allowed: shapes")
+    if name not in GENERATED:
+        raise ValueError(f"data.name={name!r} is unknown; allowed: {', '.join(GENERATED)}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
     return generate(size, seed * len(SPLITS) * 4 + SPLITS[split])
 
+
+def check_source(name: str, path, params: dict, *, generated: bool = True) -> None:
+    """Raise ValueError unless (``name``, ``path``, ``params``) name data a section may read:
+    generated data (``GENERATED``, when ``generated``) with no path and no params, or a
+    ``DATASETS`` source with a path (its own opener checks the path and the params)."""
+    if generated and name in GENERATED:
+        if path is not None or params:
+            raise ValueError(f"name={name!r} is generated: it takes no path and no params")
+        return
+    if name not in DATASETS:
+        allowed = [*(GENERATED if generated else ()), *DATASETS]
+        raise ValueError(f"name={name!r} is unknown; allowed: {', '.join(allowed)}")
+    if path is None:
+        raise ValueError(f"name={name!r} needs path = the dataset's file or folder")
+
 __all__ = [
     "COLORS",
     "DATASETS",
+    "GENERATED",
+    "TEST_SPLITS",
+    "check_source",
     "DataError",
     "PARTITIONS",
     "Partitioner",

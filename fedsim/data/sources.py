@@ -22,6 +22,13 @@ DATASETS: dict[str, Callable[..., ImageCaptionIndex]] = {
     "imagefolder": open_imagefolder,
 }
 
+# Sources that hold their own labelled test split, and the params that select it (the
+# evaluation set when a config has no ``[eval]``; every other source needs one).
+TEST_SPLITS: dict[str, dict] = {
+    "cifar10": {"split": "test"},
+    "cifar100": {"split": "test"},
+}
+
 
 def open_dataset(name: str, path, **params) -> ImageCaptionIndex:
     """The index of dataset ``name`` (a ``DATASETS`` key) at ``path``."""

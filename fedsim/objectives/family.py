@@ -23,12 +23,15 @@ from fedsim.objectives.simclr import simclr
 
 @dataclass(frozen=True)
 class Objective:
-    """One value of ``objective``. ``image_only``: the model is the image tower with a
-    projection head (no text); ``poisons_target_class``: poisoning triggers images of the
-    target class (it needs class labels); ``same_classes_for_eval``: the evaluation set must
-    have the training data's class names (kNN against the training split)."""
+    """One value of ``objective``. ``section``: the config section it owns (set only with this
+    objective); ``image_only``: the model is the image tower with a projection head (no text:
+    nothing that needs captions or the text tower runs with it); ``poisons_target_class``:
+    poisoning triggers images of the target class (it needs class labels);
+    ``same_classes_for_eval``: the evaluation set must have the training data's class names
+    (kNN against the training split)."""
 
     name: str
+    section: str | None = None
     image_only: bool = False
     poisons_target_class: bool = False
     same_classes_for_eval: bool = False
@@ -72,5 +75,5 @@ class Objective:
 
 OBJECTIVES: dict[str, Objective] = {
     "clip": Objective("clip"),
-    "simclr": Objective("simclr", image_only=True, poisons_target_class=True, same_classes_for_eval=True),
+    "simclr": Objective("simclr", section="simclr", image_only=True, poisons_target_class=True, same_classes_for_eval=True),
 }

@@ -107,7 +107,7 @@ def test_model_warm_is_checked_and_its_path_is_relative_to_the_config(tmp_path):
     cfg = load_config(config)
     assert cfg.model.warm.path == str(tmp_path / "public" / "pairs.csv")
     for sets, message in (
-        (["model.warm.name='nope'"], "model.warm: name='nope' is unknown; allowed: cifar10"),
+        (["model.warm.name='nope'"], "model.warm.name='nope' is unknown; allowed: cifar10"),
         (["model.warm.path='missing.csv'"], "model.warm:"),
         (["model.warm={ path = 'x.csv' }"], "path and params need name"),
     ):

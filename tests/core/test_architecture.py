@@ -93,3 +93,42 @@ def test_no_import_circle_between_fedsim_strategies_and_clients_modules():
 
 def test_the_ray_session_module_imports_nothing_of_fedsim():
     assert import_graph()["fedsim.ray_session"] == set()
+
+
+def test_the_config_module_imports_no_family():
+    """config.py types the sections and reads TOML; what a family knows (its names, what each
+    member needs) is checked by the app layer (fedsim.app.config_checks)."""
+    assert import_graph()["fedsim.config"] == set()
+
+
+def name_comparisons(value: str) -> list[str]:
+    """``file:line`` of every comparison with the string ``value`` (``x == value``,
+    ``x != value``, ``x in (value, …)``) in these packages' source."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                constants = [c for o in operands for c in ([o] if isinstance(o, ast.Constant) else
+                             getattr(o, "elts", [])) if isinstance(c, ast.Constant)]
+                if any(c.value == value for c in constants):
+                    found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_the_generated_data_and_the_image_only_objective_are_asked_of_their_family_not_named():
+    """No branch on ``data.name == "shapes"`` outside the data family (``fedsim.data.GENERATED``,
+    ``fedsim.app.data_plan.generated``), and none on an objective's name anywhere (its
+    ``fedsim.objectives.OBJECTIVES`` entry answers)."""
+    assert "fedsim.app.data_plan" in modules()  # the walk reads the packages
+    outside = [where for where in name_comparisons("shapes") if not where.startswith("fedsim.data")]
+    assert outside == []
+    assert name_comparisons("simclr") == [] and name_comparisons("clip") == []
+
+
+def test_the_comparison_finder_sees_equality_and_membership(tmp_path, monkeypatch):
+    (tmp_path / "fedsim").mkdir()
+    (tmp_path / "fedsim" / "m.py").write_text('a = b == "shapes"\nc = d in ("x", "shapes")\ne = "shapes"\n')
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+    monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGES"]), "PACKAGES", ("fedsim",))
+    assert name_comparisons("shapes") == ["fedsim.m:1", "fedsim.m:2"]

@@ -119,9 +119,9 @@ def test_empty_source_is_an_error(tmp_path):
 
 
 def test_path_without_a_source_and_shapes_with_a_path(byod):
-    with pytest.raises(ConfigError, match="data: name='shapes' is generated: it takes no path"):
+    with pytest.raises(ConfigError, match="data.name='shapes' is generated: it takes no path"):
         load(None, ["data.path='x'"])
-    with pytest.raises(ConfigError, match="eval: name='imagefolder' needs path"):
+    with pytest.raises(ConfigError, match="eval.name='imagefolder' needs path"):
         load(None, ["eval.name='imagefolder'"])
 
 

@@ -199,10 +199,11 @@ def test_objective_defaults_to_clip_and_names_the_allowed_values():
 
 @pytest.mark.parametrize("override, problem", [
     ("clients.training='roclip'", r"clients.training='roclip' is a CLIP training mode .* allowed: 'standard'"),
-    ("defense.cleanclip.enabled=true", r"defense.cleanclip.enabled = true fine-tunes on image–caption pairs"),
+    ("defense.cleanclip={ enabled = true, min_pairs = 2 }",
+     r"defense.cleanclip.enabled = true fine-tunes on image–caption pairs"),
     ("attack.data.text_trigger='cf'", r"attack.data.text_trigger='cf' is a caption trigger"),
-    ("attack.data.trigger.name='badclip'", r"attack.data.trigger.name='badclip' optimises the patch "
-     "against the text tower"),
+    ("attack.data.trigger.name='badclip'", r"attack.data.trigger.name='badclip' is optimised "
+     r"against the text tower; allowed: an image trigger \(badnet, blended, sig, wanet, ctrl\)"),
     ("attack.data.label_consistent=true", r"attack.data.label_consistent = true: .* already triggers target-class images only \(SSL-Backdoor\)"),
 ])
 def test_simclr_mode_refuses_what_needs_captions(override, problem):
