@@ -691,12 +691,15 @@ def _floats(node, prefix: str = ""):
             yield from _floats(value, where)
 
 
-def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] = ()) -> Config:
+def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] = (), *,
+                    _first: bool = True) -> Config:
     """Validate a raw config table (types strictly, ranges, the partition's feasibility, then
     ``extra_checks``). A ``[sweep]`` table (the grid of ``fedsim sweep``) is not part of one
     run's config and is left out. Raises ConfigError with every problem found: pydantic's
     field errors all at once; when the fields are valid, every check runs and each one's
-    problem is listed (a check stops at its own first problem)."""
+    problem is listed (a check stops at its own first problem). When some fields are not, the
+    checks that look at one field at a time (``per_field = True``: the families' names) still
+    run on the others, so that one pass of ``fedsim validate`` shows those problems too."""
     raw = {k: v for k, v in raw.items() if k != "sweep"}
     infinite = [f"{key}={value!r}: not a finite number; allowed: a finite number"
                 for key, value in _floats(raw) if not np.isfinite(value)]
@@ -707,17 +710,22 @@ def validate_config(raw: dict, extra_checks: Iterable[Callable[[Config], None]] 
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
+        if not _first:
+            raise ConfigError(_format(e)) from None
         errors = e.errors()
         unknown = [tuple(x["loc"]) for x in errors if x["type"] == "extra_forbidden"]
-        if len(unknown) < len(errors):
-            raise ConfigError(_format(e)) from None
-        # only misspelt keys: the checks of what is left are reported with them, so that one
-        # pass of ``fedsim validate`` shows every problem
+        if len(unknown) == len(errors):
+            # only misspelt keys: every check of what is left is reported with them
+            checks, without = list(extra_checks), unknown
+        else:
+            checks = [c for c in extra_checks if getattr(c, "per_field", False)]
+            without = [tuple(x["loc"]) for x in errors if x["loc"]]
+        found = problems_of(ConfigError(_format(e)))
         try:
-            validate_config(_without(raw, unknown), extra_checks)
+            validate_config(_without(raw, without), checks, _first=False)
         except ConfigError as rest:
-            raise ConfigError(invalid([*problems_of(ConfigError(_format(e))), *problems_of(rest)])) from None
-        raise ConfigError(_format(e)) from None
+            found += [p for p in problems_of(rest) if p not in found]
+        raise ConfigError(invalid(found)) from None
     problems: list[str] = []
     for check in extra_checks:
         try:

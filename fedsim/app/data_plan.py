@@ -220,6 +220,11 @@ def check_names(cfg: Config) -> None:
         raise ConfigError(invalid(problems))
 
 
+# It reads each name alone: ``validate_config`` runs it on the fields that are valid even when
+# others are not, so that one pass reports an unknown name with a wrong value elsewhere.
+check_names.per_field = True
+
+
 def check_data(cfg: Config) -> None:
     """Open the training and evaluation sources (their own parsers check path and params),
     then check what the run needs of them: two samples per client, labels for a label-based

@@ -74,3 +74,20 @@ def test_an_objective_refuses_another_objectives_section(monkeypatch):
                                           r"but objective = 'clip'; set objective = \"simclr\" or remove \[simclr\]"):
         check_objective(cfg)
     check_objective(load_config(None))  # every section at its defaults: nothing to refuse
+
+
+def test_one_pass_reports_an_unknown_name_beside_a_wrong_value_and_a_misspelt_key():
+    from fedsim.runner import load
+
+    with pytest.raises(ConfigError) as e:
+        load(None, ["data.name='cifar'", "rounds=0", "model.name='RN5'", "clients.lrr=1.0"])
+    problems = problems_of(e.value)
+    assert problems[:2] == ["rounds=0: Input should be greater than or equal to 1",
+                            "clients.lrr: unknown key (value 1.0); check the spelling (did you mean 'lr'?)"]
+    assert problems[2].startswith("data.name='cifar' is unknown; allowed: shapes, cifar10") and \
+        problems[2].endswith("(did you mean 'cifar10'?)")
+    assert problems[3].startswith("model.name='RN5' is unknown") and len(problems) == 4
+    # the checks that read several fields wait for valid fields: a wrong target is not reported yet
+    with pytest.raises(ConfigError) as e:
+        load(None, ["rounds=0", "attack.data.target='zebra'"])
+    assert problems_of(e.value) == ["rounds=0: Input should be greater than or equal to 1"]
