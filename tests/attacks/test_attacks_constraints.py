@@ -13,14 +13,6 @@ from fedsim.records import flatten, float_state
 from strategies.fedavg import fedavg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(*sets):
     return load_config(None, ["data.train_size=200", "clients.num=4", "clients.per_round=4",
                               "attack.malicious=[0, 2]", "attack.data.local_epochs=1", *sets])

@@ -12,19 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from clients.attacks import BadNetPatch, add_text_trigger, poison
-from clients.attacks.byzantine import gaussian_noise
 from clients.attacks.triggers import WaNet
 from fedsim.data import generate
 from fedsim.evaluation import make_trigger_images
+from tests.attacks.test_contrastive import _tiny_clip
 from tests.conftest import shapes_captions
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- WaNet: a numpy reference -----------------------------------------------------------------
@@ -173,20 +165,6 @@ def test_badclip_loss_matches_a_hand_computation():
     assert far.item() == pytest.approx(textual, abs=1e-12)
 
 
-def _tiny_clip(images):
-    from fedsim.models import create_model_and_transforms
-
-    model, preprocess, tokenizer = create_model_and_transforms("fedsim-tiny-resnet", seed=0)
-    for module in model.visual.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    model.visual.train()
-    with torch.no_grad():
-        model.visual(preprocess(images))
-    return model.eval(), preprocess, tokenizer
-
-
 def test_badclip_first_step_descends_the_papers_objective():
     """Adam's first step moves every pixel by −lr·sign(∂L/∂p): compare with the gradient of the
     objective written out here (text term + λ·triplet against the clean embedding)."""
@@ -300,70 +278,3 @@ def test_evaluator_reports_text_asr_only_with_a_text_trigger():
         texts = model.encode_text(tokenizer(expected), normalize=True)
     top1 = (texts @ clean.t()).argmax(1)
     assert asr == pytest.approx(float((test.labels[top1] == 2).float().mean()))
-
-
-# -- item-9 leftovers ------------------------------------------------------------------------
-def test_gaussian_noise_is_centred_on_zero_not_on_the_honest_updates():
-    honest = torch.full((5, 4000), 3.0) + torch.randn(5, 4000, generator=torch.Generator().manual_seed(0))
-    noise = gaussian_noise(honest, 2, sigma=0.5, generator=torch.Generator().manual_seed(1))
-    assert abs(noise.mean().item()) < 0.02 and noise.std().item() == pytest.approx(0.5, rel=0.03)
-    torch.testing.assert_close(
-        noise, (0.5 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).float()
-    )
-
-
-def test_random_patch_positions_cover_every_valid_corner_uniformly():
-    trigger = BadNetPatch(size=5, location="random", seed=4)
-    positions = np.array(trigger.positions(20000, 12, 9))
-    ys, xs = positions[:, 0], positions[:, 1]
-    assert ys.min() == 0 and ys.max() == 12 - 5 and xs.min() == 0 and xs.max() == 9 - 5
-    counts = np.bincount(ys, minlength=8)
-    assert len(counts) == 8 and counts.min() > 0.8 * 20000 / 8  # uniform over 0 … H − size
-    assert np.bincount(xs).min() > 0.8 * 20000 / 5
-    rng = np.random.default_rng([4, 1])
-    assert ys.tolist() == rng.integers(0, 8, 20000).tolist()
-
-
-# -- exact constants and bounds (what a mutated operator or constant would change) -----------
-def test_split_patch_bounds_and_piece_rows():
-    from clients.attacks import split_patch
-
-    assert [p.rows for p in split_patch(BadNetPatch(size=4), 3)] == [(0, 1), (1, 2), (2, 4)]
-    assert [p.rows for p in split_patch(BadNetPatch(size=7), 2)] == [(0, 3), (3, 7)]
-    assert [p.rows for p in split_patch(BadNetPatch(size=4), 1)] == [(0, 4)]
-    assert len(split_patch(BadNetPatch(size=4), 4)) == 4
-
-
-def test_neurotoxin_mask_counts_round_up_exactly():
-    from clients.attacks import neurotoxin_mask
-
-    benign = torch.arange(1, 201, dtype=torch.float32)  # |largest| are the last coordinates
-    for k, excluded in [(2.5, 5), (0.6, 2), (1, 2), (50, 100), (100, 200), (0.1, 1)]:
-        mask = neurotoxin_mask(benign, k_percent=k)
-        assert int((~mask).sum()) == excluded, k
-        assert not mask[200 - excluded :].any() and mask[: 200 - excluded].all()
-
-
-def test_replacement_gamma_closed_form_and_validation():
-    from clients.attacks import replacement_gamma
-
-    assert replacement_gamma(40, 400.0) == pytest.approx(10.0)
-    assert replacement_gamma(40, 400.0, 0.25) == pytest.approx(40.0)
-    for bad in [dict(num_examples=0, round_examples=10), dict(num_examples=5, round_examples=-1),
-                dict(num_examples=5, round_examples=10, server_lr=0)]:
-        with pytest.raises(ValueError):
-            replacement_gamma(**bad)
-
-
-def test_blended_and_sig_at_single_pixels():
-    from clients.attacks.triggers import SIG, Blended
-
-    x = torch.full((1, 3, 2, 4), 0.25)
-    p = torch.zeros(3, 2, 4)
-    p[0, 1, 2] = 1.0
-    out = Blended(alpha=0.2, pattern=p)(x)
-    assert out[0, 0, 1, 2].item() == pytest.approx(0.8 * 0.25 + 0.2)
-    assert out[0, 1, 0, 0].item() == pytest.approx(0.8 * 0.25)
-    sig = SIG(delta=0.1, frequency=1)(x)  # W = 4: sin(2π·j/4) = 0, 1, 0, −1
-    torch.testing.assert_close(sig[0, 0, 0], torch.tensor([0.25, 0.35, 0.25, 0.15]), atol=1e-6, rtol=0)
-    assert SIG(delta=0.9, frequency=1)(x).min().item() == 0.0  # 0.25 − 0.9 clipped at 0

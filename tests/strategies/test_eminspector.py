@@ -25,6 +25,31 @@ def test_a_hand_computed_vote():
     torch.testing.assert_close(result.aggregate, torch.full((3,), 1 / 3))
 
 
+def test_eminspector_votes_per_probe_on_row_normalised_embeddings():
+    """4 clients, 2 probe inputs, 2-D embeddings of unequal norms (the update is the
+    embedding). S_i(t) = Σ_j cos(e_i(t), e_j(t)) from explicit cosines; vote +1 where
+    S_i(t) ≥ the probe's mean over clients; flagged when the votes sum above 0."""
+    from strategies.eminspector import eminspector
+
+    E = [[(2, 1), (0, -2)], [(-1, -3), (-3, -3)], [(-2, 2), (1, 3)], [(0, 1), (3, 2)]]
+
+    def cos(a, b):
+        return (a[0] * b[0] + a[1] * b[1]) / (math.hypot(*a) * math.hypot(*b))
+
+    scores = [0] * 4
+    for t in range(2):
+        S = [sum(cos(E[i][t], E[j][t]) for j in range(4)) for i in range(4)]
+        mean = sum(S) / 4
+        for i in range(4):
+            scores[i] += 1 if S[i] >= mean else -1
+    assert scores == [2, -2, 0, 2]  # client 2 scores exactly 0: accepted
+    updates = torch.tensor(E, dtype=torch.float32).reshape(4, 4)
+    result = eminspector(updates, embed=lambda u: u.view(2, 2))
+    assert result.accepted.tolist() == [1, 2]
+    assert result.info["malicious_score"] == scores
+    torch.testing.assert_close(result.aggregate, updates[[1, 2]].mean(0))
+
+
 def _linear(seed=0, k=16, dim=128, m=5):
     """A linear "model" W (dim × k) on m random probe inputs, its global weights, and the
     update of a backdoored model W_b = 5 v wᵀ, which maps every probe onto ±v."""

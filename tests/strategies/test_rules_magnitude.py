@@ -10,8 +10,10 @@ import torch
 from clients.attacks.byzantine import _ray_terms, min_max, min_sum
 from strategies import bulyan, dnc, flame, fltrust, foolsgold, geometric_median, krum, multi_krum
 from strategies.geometry import cosine_similarities, gram, squared_distances
-from tests.strategies.test_rules import naive_bulyan, naive_foolsgold, naive_krum_scores
-from tests.strategies.test_rules_dnc import draws, reference_accepted
+from tests.strategies.test_bulyan import naive_bulyan
+from tests.strategies.test_dnc import draws, reference_accepted
+from tests.strategies.test_foolsgold import naive_foolsgold
+from tests.strategies.test_krum import naive_krum_scores
 
 MAGNITUDES = [1e3, 1e6, 1e10, 1e15, 1e20]
 OFFSETS = [1e3, 1e5, 1e7]  # float64 rows at offset 1e7 hold unit-scale detail to ~1e-9

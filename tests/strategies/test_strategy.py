@@ -1,5 +1,6 @@
 """The Flower adapter around the rules: FedAvg equals Flower's FedAvg on the same replies,
-participants are seeded, reply order does not matter, bad replies are rejected not fatal."""
+participants are seeded, reply order does not matter, bad replies are rejected not fatal, and a
+rule gets exactly the inputs it declares (strategies/inputs.py)."""
 
 import numpy as np
 import pytest
@@ -44,17 +45,6 @@ def _record(state):
 
 def _start(strategy, n, global_state, server_round=1):
     return list(strategy.configure_train(server_round, _record(global_state), ConfigRecord(), FakeGrid(n)))
-
-
-def test_fedavg_rule_is_the_weighted_mean():
-    g = torch.Generator().manual_seed(0)
-    updates = torch.randn(4, 6, generator=g)
-    weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    expected = sum(weights[i] * updates[i] for i in range(4)) / 10.0
-    result = fedavg(updates, weights=weights)
-    torch.testing.assert_close(result.aggregate, expected)
-    assert result.accepted.tolist() == [0, 1, 2, 3]
-    torch.testing.assert_close(fedavg(updates).aggregate, updates.mean(0))
 
 
 def test_fedavg_strategy_equals_flower_fedavg(flower_task):
@@ -313,7 +303,6 @@ def test_an_aggregate_of_the_wrong_shape_is_never_applied(flower_task, shape):
 
 def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
     # finite updates, but global + server_lr · aggregate does not fit the model's float16
-    rng = np.random.default_rng(17)
     strategy = RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0, server_lr=2.0)
     global_state = {k: np.zeros(s, np.float16) for k, s in SHAPES.items()}
     _start(strategy, 2, global_state)
@@ -321,7 +310,6 @@ def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
                           {"num-examples": 1, "partition-id": p}, 100 + p) for p in range(2)]
     out, _ = strategy.aggregate_train(1, replies)
     assert out is None and "NaN or Inf" in strategy.last_round["skipped"]
-
 
 
 def test_post_aggregate_step_maps_the_new_global_model(flower_task):
@@ -381,6 +369,12 @@ def test_every_rule_declares_the_inputs_its_signature_takes():
     for name, rule in RULES.items():
         keywords = set(inspect.signature(rule).parameters) & set(INPUTS)
         assert inputs_of(rule) == keywords, name
+
+
+def test_takes_unknown_input_lists_the_allowed_inputs():
+    with pytest.raises(ValueError, match=r"unknown rule inputs \['bogus'\]; allowed: history, previous, root_update"):
+        takes("bogus")
+
 
 def test_fltrust_root_update_trains_at_the_rounds_learning_rate(monkeypatch):
     from fedsim.app import build

@@ -2,7 +2,8 @@
 written here with numpy's SVD, driven by the same coordinate draws, on cases built so that each
 plausible slip — scoring by row norm instead of the top singular vector, no centring, keeping
 only the last iteration instead of the intersection, reusing one coordinate draw — gives a
-different answer. And ties: duplicated rows must not make the result depend on row order."""
+different answer. And ties: duplicated rows must not make the result depend on row order; and
+a shifted group is dropped."""
 
 import math
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from strategies import dnc
+from tests.strategies.seeded import gen
 
 
 def draws(d: int, b: int, niters: int, seed: int) -> list[np.ndarray]:
@@ -140,3 +142,13 @@ def test_dnc_all_identical_updates_raise_value_error():
     with pytest.raises(ValueError, match="dnc: no client was kept"):
         dnc(x, f=1)
     assert dnc(x, f=0).accepted.tolist() == list(range(6))
+
+
+def test_dnc_drops_a_shifted_group():
+    g = gen(18)
+    honest = torch.randn(12, 60, generator=g)
+    shifted = torch.randn(3, 60, generator=g) + 3.0 * torch.randn(60, generator=g)
+    x = torch.cat([honest[:5], shifted, honest[5:]])
+    result = dnc(x, f=3, b=40, generator=gen(0))
+    assert result.accepted.tolist() == [0, 1, 2, 3, 4] + list(range(8, 15))
+    torch.testing.assert_close(result.aggregate, honest.mean(0))
