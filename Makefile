@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/overhead.py --json --tag quickstart --repeat 2 --set rounds=10 --set data.train_size=4000 --set data.test_size=2000
 	$(PY) bench/scale.py --json
 	$(PY) bench/deployment.py --json
+	$(PY) bench/sweep.py --json
 	$(PY) bench/report.py
 
 lab: $(STAMP)

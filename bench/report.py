@@ -117,13 +117,35 @@ def deployment(r: dict) -> list[str]:
     ]
 
 
+def sweep(r: dict) -> list[str]:
+    return [
+        "## 5. Sweeps: cells per hour",
+        "",
+        f"`python bench/sweep.py --cells {r['cells']} --json` — {r['cells']} cells (seeds) of "
+        f"`configs/quickstart.toml` with {', '.join(f'`{c}`' for c in r['config'])}; {r['date']}, "
+        f"{r['machine']}, load average at the end {r['load_average'][0]:.1f}. One measurement each, one "
+        f"after another; same numbers cell by cell in both sweeps: {r['same_numbers']}.",
+        "",
+        "| sweep | wall | cells per hour | goal |",
+        "|---|---|---|---|",
+        f"| every cell on Ray, one at a time (as when issue #21 was filed) | {r['before_s']:.0f} s | "
+        f"{r['before_cells_per_hour']:.0f} | |",
+        f"| `fedsim sweep` by default ({r['engine']} cells side by side) | {r['now_s']:.0f} s | "
+        f"{r['now_cells_per_hour']:.0f} | ≥ 3× the above: {r['cells_per_hour_ratio']:.2f}×, "
+        f"{_goal(r['cells_per_hour_ratio'] >= 3)} |",
+        f"| sum of the cells' plain loops | {r['plain_sum_s']:.0f} s | | sweep ≤ 0.75× this: "
+        f"{r['now_over_plain_sum']:.2f}, {_goal(r['now_over_plain_sum'] <= 0.75)} |",
+        "",
+    ]
+
+
 def main() -> int:
     parts = ["# Benchmarks", "",
              "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs every benchmark, "
              "then this); the findings at the end are written by hand. A figure missing below was not "
              "measured.", ""]
     for name, fn in (("overhead", overhead), ("aggregators", aggregators), ("scale", scale),
-                     ("deployment", deployment)):
+                     ("deployment", deployment), ("sweep", sweep)):
         data = _load(name)
         parts += fn(data) if data else [f"## {name}", "", f"Not measured (no `bench/results/{name}.json`).", ""]
         if name == "overhead":  # the same comparison at other sizes (overhead.py --tag)

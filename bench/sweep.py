@@ -1,0 +1,106 @@
+"""What a sweep costs: cells per hour of ``fedsim sweep`` as it runs by default (in-process
+cells, ``--jobs`` of them side by side) against the sweep as it ran when issue #21 was filed
+(every cell a Flower simulation on Ray, one cell after another), and the sweep's wall time
+against the sum of its cells' plain PyTorch loops (``bench/overhead.py``'s ``plain_loop``:
+the same clients' steps, FedAvg and evaluation in one process with every thread).
+
+    python bench/sweep.py [--cells 4] [--set key=value ...] [--json]
+
+The cells are seeds of one config — by default the cell size of the headline grid when the
+issue was filed (``configs/sweeps/defense-vs-attack.toml`` of 2026-11-25: the quickstart at 3
+rounds, 600 training pairs, 300 test images), FedAvg without an attack, so that the plain loop
+does exactly a cell's work. Both sweeps must give the same numbers cell by cell
+(rounds.jsonl without its wall-clock seconds); the script says whether they did. The three
+measurements run one after another on the same machine; nothing else should run beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from overhead import plain_loop  # noqa: E402
+
+from fedsim.runner import load  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "sweep.json"
+DEFAULTS = ["rounds=3", "data.train_size=600", "data.test_size=300", "attack.enabled=false"]
+
+
+def _sweep(out: Path, cells: int, sets: list[str], extra: list[str]) -> dict:
+    """``fedsim sweep configs/quickstart.toml --seeds CELLS`` with ``sets``: wall seconds and
+    each cell's rounds.jsonl records without wall-clock fields."""
+    cmd = [sys.executable, "-c", "import sys; from fedsim.cli import main; sys.exit(main())", "sweep",
+           str(ROOT / "configs" / "quickstart.toml"), "--out", str(out), "--seeds", str(cells),
+           *(a for s in sets for a in ("--set", s)), *extra]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"bench/sweep.py: {' '.join(cmd[3:])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    rounds = {}
+    for path in sorted(out.rglob("rounds.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        rounds[path.parent.name] = [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+    if len(rounds) != cells:
+        sys.exit(f"bench/sweep.py: expected {cells} cells under {out}, found {len(rounds)}")
+    return {"wall_s": wall, "rounds": rounds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", type=int, default=4, help="seeds of the config (the sweep's cells)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", action="store_true", help="also write bench/results/sweep.json")
+    args = ap.parse_args()
+    sets = [*DEFAULTS, *args.set]
+    base = load(ROOT / "configs" / "quickstart.toml", sets)
+    if base.clients.per_round != base.clients.num or base.attack.enabled:
+        sys.exit("bench/sweep.py: the plain loop trains every client and no attack; keep "
+                 "clients.per_round = clients.num and attack.enabled = false")
+    plain = []
+    for k in range(args.cells):
+        cfg = load(ROOT / "configs" / "quickstart.toml", [*sets, f"seed={base.seed + k}"])
+        plain.append(plain_loop(cfg)["wall_s"])
+        print(f"plain loop, seed {base.seed + k}: {plain[-1]:.1f} s", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        before = _sweep(Path(d) / "ray", args.cells, [*sets, 'resources.engine="ray"'], ["--jobs", "1"])
+        print(f"sweep, every cell on Ray, one at a time: {before['wall_s']:.1f} s", flush=True)
+        now = _sweep(Path(d) / "default", args.cells, sets, [])
+        print(f"sweep as it runs by default ({base.engine()} cells, side by side): {now['wall_s']:.1f} s",
+              flush=True)
+    same = before["rounds"] == now["rounds"]
+    hour = 3600.0
+    out = {
+        "config": sets, "cells": args.cells, "engine": base.engine(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
+        "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
+        "plain_s": plain, "plain_sum_s": sum(plain),
+        "before_s": before["wall_s"], "now_s": now["wall_s"],
+        "before_cells_per_hour": args.cells * hour / before["wall_s"],
+        "now_cells_per_hour": args.cells * hour / now["wall_s"],
+        "same_numbers": same,
+    }
+    out["cells_per_hour_ratio"] = out["now_cells_per_hour"] / out["before_cells_per_hour"]
+    out["now_over_plain_sum"] = now["wall_s"] / out["plain_sum_s"]
+    print(f"cells per hour: {out['now_cells_per_hour']:.0f} against {out['before_cells_per_hour']:.0f} "
+          f"({out['cells_per_hour_ratio']:.2f}×, goal ≥ 3); wall / sum of plain loops "
+          f"{out['now_over_plain_sum']:.2f} (goal ≤ 0.75); same numbers cell by cell: {same}")
+    if args.json:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
