@@ -83,6 +83,10 @@ def test_two_rounds_on_three_local_supernodes_and_nothing_left_running(tmp_path)
     assert not (out / "checkpoint.pt").exists()
     logs = {p.name for p in (out / "deploy").iterdir()}
     assert {"superlink.log", "supernode-0.log", "supernode-2.log", "flwr-run.log"} <= logs
+    # each of Flower's log lines once (a root-logger handler in the ServerApp's process printed
+    # every one a second time as "INFO:flwr:...")
+    streamed = (out / "deploy" / "flwr-run.log").read_text(errors="replace")
+    assert streamed.count("Starting RobustStrategy strategy") == 1 and "INFO:flwr:" not in streamed
     assert _left_over(out) == []
 
 
