@@ -11,9 +11,14 @@ whole run, and the peak over the run of the memory summed over every process of 
 the fedsim process and all its descendants (Ray's GCS, raylet, workers and actors) —, as
 proportional set size (PSS: a page shared by k processes counts 1/k in each, so the sum is
 what the run occupies) and, for comparison, as resident set size (RSS, shared pages counted
-in every process). Sampled every 0.5 s with psutil. Goals (issue #13): < 4 GiB at 1,000
-clients and < 6 GiB at 10,000 on a 2-core, 24 GiB machine; a steady round at 10,000
-≤ 1.1× one at 100; round 1 ≤ 1.3× a steady round.
+in every process). Sampled every 0.5 s with psutil. The run's engine (``resources.engine``,
+"auto" by default) is recorded per row. Goals (issue #21): at 10,000 clients a steady round
+≤ 1.1× one at 100 and round 1 ≤ 2× a steady round (issue #13's earlier ones: < 4 GiB at 1,000
+clients, < 6 GiB at 10,000).
+
+Then (``--memory``, on by default) the memory of a 10-client run — the quickstart at 3 rounds,
+2,000 pairs, every client sampled (``bench/overhead.py``'s size) — on each engine; goal
+(issue #21): ≤ 2.5 GiB summed PSS.
 """
 
 from __future__ import annotations
@@ -90,7 +95,9 @@ def one(n: int, per_round: int, samples: int, rounds: int, overrides: list[str])
         if proc.returncode != 0:
             raise RuntimeError(f"{n} clients: fedsim exited {proc.returncode}:\n{log[-3000:]}")
         walls = [json.loads(line)["wall_s"] for line in (out / "rounds.jsonl").read_text().splitlines()]
+        engine = json.loads((out / "summary.json").read_text()).get("provenance", {}).get("engine")
     return {
+        "engine": engine,
         "clients": n, "per_round": per_round, "samples_per_client": samples, "rounds": rounds,
         "round1_s": round(walls[0], 2), "steady_round_s": round(statistics.median(walls[1:]), 2),
         "rounds_s": walls, "run_s": round(wall, 1),
@@ -107,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", action="store_true", help=f"also write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the 10-client runs")
     args = parser.parse_args(argv)
+    memory = []
+    for engine in ("inprocess", "ray") if args.memory else ():
+        print(f"memory: 10 clients, {engine} engine ...", flush=True)
+        row = one(10, 10, 200, 3, [f"resources.engine='{engine}'", *args.set])
+        print(f"  run {row['run_s']} s, peak PSS {row['peak_pss_gib']} GiB (RSS {row['peak_rss_gib']} GiB, "
+              f"{row['processes']} processes)", flush=True)
+        memory.append(row)
     rows = []
     for n in (int(x) for x in args.clients.split(",")):
         print(f"scale: {n} clients ...", flush=True)
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         RESULTS.write_text(json.dumps({
             "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / GIB:.0f} GiB",
-            "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+            "date": time.strftime("%Y-%m-%d"), "rows": rows, "memory": memory}, indent=2) + "\n")
     print(json.dumps(rows, indent=2))
     return 0
 
