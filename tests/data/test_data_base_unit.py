@@ -2,6 +2,7 @@
 with their exact messages, the index and its views, the in-memory batch's validation, where an
 image is named in errors, and the cache of decoded images. Files are written by each test."""
 
+import dataclasses
 import json
 import os
 
@@ -359,3 +360,80 @@ def test_unreadable_images_held_in_memory_are_counted_among_all():
         check_images(index)
     assert str(e.value) == ("2 of 2 images are not readable: mem row 0 (broken 0); mem row 1 (broken 1); "
                             "put a JPEG/PNG/WebP image there or remove the sample")
+
+
+def test_the_cache_file_defaults_to_dot_cache_fedsim_in_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEDSIM_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = _png(tmp_path / "a.png")
+    _index(tmp_path, ["a.png"]).check()
+    doc = json.loads((tmp_path / "home" / ".cache" / "fedsim" / "checked-images.json").read_text())
+    assert list(doc["files"]) == [str(path.resolve())]
+
+
+def test_check_images_goes_on_past_an_image_already_seen(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    with pytest.raises(DataError) as e:
+        _index(tmp_path, ["a.png", "a.png", "bad.png"]).check()
+    where = f"src, sample 2: image file {os.path.join(tmp_path, 'bad.png')}"
+    assert str(e.value).startswith(f"1 of 2 images are not readable: {where} (")
+
+
+def test_an_image_that_appears_after_its_file_was_stated_passes_but_is_not_remembered(tmp_path, own_cache):
+    # e.g. a copy still being written when the check began: the size and mtime it will keep
+    # are unknown, so the next check decodes it again
+    decoded = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Arriving(FileImages):
+        def open(self, row):
+            if not os.path.exists(self._path(row)):
+                _png(tmp_path / self.files[row])
+            decoded.append(row)
+            return super().open(row)
+
+    index = ImageCaptionIndex(source="src", captions=["a"], images=Arriving(str(tmp_path), ("late.png",), "src"))
+    index.check()
+    assert decoded == [0] and not own_cache.exists()
+
+
+def _memory_index(source, n):
+    class Store:
+        def open(self, row):
+            return Image.new("RGB", (2, 2))
+
+        def where(self, row):
+            return f"{source} row {row}"
+
+    return ImageCaptionIndex(source=source, captions=["x"] * n, images=Store())
+
+
+def test_progress_names_the_sources_and_starts_only_above_progress_over(monkeypatch, capsys):
+    monkeypatch.setattr(base, "PROGRESS_OVER", 3)
+    monkeypatch.setattr(base, "PROGRESS_EVERY", 2)
+    check_images(_memory_index("b", 1), _memory_index("a", 2))  # exactly PROGRESS_OVER: quiet
+    assert capsys.readouterr().err == ""
+    check_images(_memory_index("b", 2), _memory_index("a", 2))
+    assert capsys.readouterr().err.splitlines() == [
+        "checking images: decoding 4 of a, b", "checking images: 2/4 decoded", "checking images: 4/4 decoded"]
+
+
+def test_check_images_with_six_problems_shows_five_and_an_ellipsis(tmp_path):
+    files = [f"bad{i}.png" for i in range(6)]
+    for f in files:
+        (tmp_path / f).write_bytes(b"junk")
+    with pytest.raises(DataError) as e:
+        check_images(_index(tmp_path, files))
+    message = str(e.value)
+    assert message.startswith("6 of 6 images are not readable: ") and message.count("src, sample") == 5
+    assert "bad4.png" in message and "bad5.png" not in message
+    assert message.endswith("; …; put a JPEG/PNG/WebP image there or remove the sample")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_labels_of_any_int_array_become_int64_class_ids(tmp_path, dtype):
+    # CIFAR's files hold labels as bytes; a loss or an index into the class names needs int64
+    index = _index(tmp_path, ["a.png", "b.png"], labels=np.array([9, 3], dtype=dtype))
+    assert index.labels.dtype == torch.int64 and index.labels.tolist() == [9, 3]
+    assert index.subset([1]).labels.dtype == torch.int64

@@ -146,3 +146,36 @@ def test_a_decode_error_no_line_shows_again_is_reported_as_it_came(tmp_path):
     assert isinstance(error, DataError)
     assert str(error) == (f"csv: {path} is not UTF-8 ('utf-8' codec can't decode byte 0xff in position 0: "
                           "invalid start byte); save the file as UTF-8")
+
+
+def test_half_of_a_convention_is_not_taken_for_it(tmp_path):
+    path = _csv(tmp_path, "image,text\na.png,x\n")
+    assert _message(path) == (f"csv: {path} has columns ['image', 'text'], none of the pairs image/caption or "
+                              "filepath/title; name its columns with image_column= and caption_column=")
+    path = _csv(tmp_path, "image,filepath,title\na.png,b.png,x\n", name="e.csv")
+    assert open_dataset("csv", path)._images.files == ("b.png",)
+
+
+def test_a_line_break_inside_a_quoted_caption_is_kept_as_written(tmp_path):
+    path = _csv(tmp_path, b'image,caption\r\na.png,"one\r\ntwo"\r\nb.png,"three\rfour"\r\n', mode="b")
+    index = open_dataset("csv", path)
+    assert index.captions == ("one\r\ntwo", "three\rfour") and index._images.listed_at.tolist() == [2, 4]
+
+
+def test_a_file_fixed_between_the_failed_read_and_the_search_for_its_bad_line_keeps_the_reason(
+        tmp_path, monkeypatch):
+    from fedsim.data import captions_csv
+
+    path = _csv(tmp_path, b"image,caption\na.png,caf\xe9\n", mode="b")
+    read_rows = captions_csv._read_rows
+
+    def saved_as_utf8_meanwhile(*args):
+        try:
+            return read_rows(*args)
+        except UnicodeDecodeError:
+            path.write_text("image,caption\na.png,café\n", encoding="utf-8")
+            raise
+
+    monkeypatch.setattr(captions_csv, "_read_rows", saved_as_utf8_meanwhile)
+    assert _message(path) == (f"csv: {path} is not UTF-8 ('utf-8' codec can't decode byte 0xe9 in position 23: "
+                              "invalid continuation byte); save the file as UTF-8")
