@@ -452,3 +452,35 @@ def test_assigned_partitions_need_one_node_per_partition(flower_task):
     strategy = RobustStrategy(fedavg, num_partitions=4, per_round=2, seed=0, assign_partitions=True)
     with pytest.raises(RuntimeError, match=r"3 nodes for num_partitions=4"):
         strategy.configure_train(1, _record(_state(np.random.default_rng(41))), ConfigRecord(), SilentGrid([5, 6, 7]))
+
+
+def test_discovery_names_every_problem_of_the_nodes_replies(flower_task):
+    """Partition discovery (deployment: the server asks each node for its partition id) fails
+    with one message naming each bad reply, the ids seen, and the missing and extra ones."""
+    from flwr.app import Error
+
+    class Grid:
+        def get_node_ids(self):
+            return [103, 100, 101, 102, 104, 105]
+
+        def send_and_receive(self, messages, timeout=None):
+            assert sorted(m.metadata.dst_node_id for m in messages) == [100, 101, 102, 103, 104, 105]
+            assert timeout == 600  # a node that never answers stops discovery after 10 minutes, not never
+            info = lambda pid: RecordDict({"info": MetricRecord({"partition-id": pid})})  # noqa: E731
+            return [reply_from(100, info(0), MessageType.QUERY),
+                    reply_from(101, Error(code=0, reason="no data"), MessageType.QUERY),
+                    reply_from(102, info(1.0), MessageType.QUERY),
+                    reply_from(103, info(0), MessageType.QUERY),
+                    reply_from(104, RecordDict(), MessageType.QUERY),
+                    reply_from(105, info(7), MessageType.QUERY)]
+
+    strategy = RobustStrategy(fedavg, num_partitions=3, per_round=3, seed=0, assign_partitions=False)
+    with pytest.raises(RuntimeError) as e:
+        strategy.configure_train(1, _record(_state(np.random.default_rng(0))), ConfigRecord(), Grid())
+    assert str(e.value) == (
+        "partition discovery: expected one node per partition id 0..2 (num_partitions=3), saw ids [0, 7] "
+        "from 6 nodes; missing [1, 2], extra [7]; node 101 failed: no data; node 102 reported partition-id "
+        "1.0, not an int; node 104 reported partition-id None, not an int; partition 0 is held by nodes [100, 103]")
+    # exactly one node per partition: the mapping, whatever order the replies come in
+    assert RobustStrategy(fedavg, num_partitions=4, per_round=2)._discover(FakeGrid(4)) == {0: 100, 1: 101, 2: 102,
+                                                                                            3: 103}
