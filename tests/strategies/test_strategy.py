@@ -308,8 +308,34 @@ def test_a_global_model_that_would_overflow_is_never_applied(flower_task):
     _start(strategy, 2, global_state)
     replies = [make_reply({k: np.full(s, 6e4, np.float16) for k, s in SHAPES.items()},
                           {"num-examples": 1, "partition-id": p}, 100 + p) for p in range(2)]
-    out, _ = strategy.aggregate_train(1, replies)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the overflow is caught and said, not warned about on the way
+        out, _ = strategy.aggregate_train(1, replies)
     assert out is None and "NaN or Inf" in strategy.last_round["skipped"]
+
+
+def test_the_server_step_is_float32_arithmetic_on_the_global_model(flower_task):
+    """global + server_lr · aggregate is computed as the global model's float32 arrays would
+    compute it (each operation rounded to float32), whatever dtype the rule returns."""
+    def float64_mean(updates, *, weights=None):
+        return AggregationResult(updates.double().mean(0), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(23)
+    strategy = RobustStrategy(float64_mean, num_partitions=2, per_round=2, seed=0, server_lr=0.3)
+    global_state = _state(rng)
+    _start(strategy, 2, global_state)
+    clients = [{k: (v + rng.standard_normal(v.shape)).astype(np.float32) for k, v in global_state.items()}
+               for _ in range(2)]
+    out, _ = strategy.aggregate_train(1, [make_reply(c, {"num-examples": 1, "partition-id": p}, 100 + p)
+                                          for p, c in enumerate(clients)])
+    for k in SHAPES:
+        deltas = np.stack([c[k] - global_state[k] for c in clients]).astype(np.float64)
+        aggregate = torch.from_numpy(deltas.mean(0)).float()
+        expected = torch.from_numpy(global_state[k]) + 0.3 * aggregate  # float32, rounded per operation
+        assert out[k].numpy().dtype == np.float32
+        np.testing.assert_array_equal(out[k].numpy(), expected.numpy())
 
 
 def test_post_aggregate_step_maps_the_new_global_model(flower_task):
@@ -450,8 +476,9 @@ def test_assigned_partitions_go_to_the_nodes_in_id_order_with_no_query_and_name_
 
 def test_assigned_partitions_need_one_node_per_partition(flower_task):
     strategy = RobustStrategy(fedavg, num_partitions=4, per_round=2, seed=0, assign_partitions=True)
-    with pytest.raises(RuntimeError, match=r"3 nodes for num_partitions=4"):
+    with pytest.raises(RuntimeError) as e:
         strategy.configure_train(1, _record(_state(np.random.default_rng(41))), ConfigRecord(), SilentGrid([5, 6, 7]))
+    assert str(e.value) == "partition assignment: 3 nodes for num_partitions=4; one node per partition id 0..3"
 
 
 def test_discovery_names_every_problem_of_the_nodes_replies(flower_task):
@@ -484,3 +511,12 @@ def test_discovery_names_every_problem_of_the_nodes_replies(flower_task):
     # exactly one node per partition: the mapping, whatever order the replies come in
     assert RobustStrategy(fedavg, num_partitions=4, per_round=2)._discover(FakeGrid(4)) == {0: 100, 1: 101, 2: 102,
                                                                                             3: 103}
+
+
+def test_the_seed_defaults_to_0(flower_task):
+    state = _state(np.random.default_rng(42))
+    default = sorted(m.metadata.dst_node_id for m in _start(RobustStrategy(fedavg, num_partitions=20, per_round=5), 20,
+                                                            state))
+    seeded = [sorted(m.metadata.dst_node_id for m in _start(RobustStrategy(fedavg, num_partitions=20, per_round=5,
+                                                                           seed=s), 20, state)) for s in (0, 1)]
+    assert default == seeded[0] != seeded[1]

@@ -485,3 +485,44 @@ def test_state_dict_right_after_a_resume_keeps_the_rounds_done(flower_task):
     strategy.load_state_dict({"rounds_done": 4, "history": {}, "previous": None, "last_sent": {}})
     assert strategy.state_dict()["rounds_done"] == 4
     assert RobustStrategy(fedavg, num_partitions=2, per_round=2, seed=0).state_dict()["rounds_done"] == 0
+
+
+def test_replies_from_several_nodes_never_sent_a_message_are_each_rejected(flower_task):
+    rng = np.random.default_rng(25)
+    strategy, clients, valid = _round_of_four(rng)
+    strangers = [make_reply(_state(rng), {"num-examples": 1, "partition-id": p}, 900 + p) for p in (0, 1)]
+    out, _ = strategy.aggregate_train(1, strangers + valid)
+    assert strategy.last_round["accepted"] == [0, 1, 2, 3]
+    assert strategy.last_round["rejected"] == {"node-900": "node was not sent a message this round",
+                                               "node-901": "node was not sent a message this round"}
+    np.testing.assert_allclose(out["a"].numpy(), _mean_of(clients, [0, 1, 2, 3]), rtol=1e-5, atol=1e-6)
+
+
+def test_an_attack_made_non_finite_row_is_dropped_when_replies_are_not_weighted(flower_task):
+    def adversary(server_round, pids, updates, mal):
+        updates = updates.clone()
+        updates[mal] = float("nan")
+        return updates
+
+    rng = np.random.default_rng(26)
+    strategy = RobustStrategy(fedavg, num_partitions=4, per_round=4, seed=0, malicious=[2], adversary=adversary,
+                              weigh_by_examples=False)
+    _start(strategy, 4, _state(rng))
+    clients = [_state(rng) for _ in range(4)]
+    out, _ = strategy.aggregate_train(
+        1, [make_reply(clients[p], {"num-examples": 1 + 10 * p, "partition-id": p}, 100 + p) for p in range(4)])
+    assert strategy.last_round["accepted"] == [0, 1, 3]
+    np.testing.assert_allclose(out["a"].numpy(), _mean_of(clients, [0, 1, 3]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_skipped_rounds_warning_names_the_round_and_the_reason(flower_task, logged):
+    def bad_rule(updates, *, weights=None):
+        return AggregationResult(torch.ones(1), all_accepted(len(updates)))
+
+    rng = np.random.default_rng(27)
+    strategy = RobustStrategy(bad_rule, num_partitions=2, per_round=2, seed=0)
+    _start(strategy, 2, _state(rng), server_round=3)
+    strategy.aggregate_train(3, [_reply(_state(rng), p) for p in range(2)])
+    reason = "bad_rule returned an aggregate of shape (1,), expected (17,)"
+    assert strategy.last_round["skipped"] == reason
+    assert logged[-1][1] == f"round 3: {reason}"
