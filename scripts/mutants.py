@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("patterns", nargs="*", help="mutant name patterns (mutmut's), e.g. 'fedsim.grid.*': "
                         "run and report those only")
     args = parser.parse_args(argv)
+    import importlib.util
+
+    if importlib.util.find_spec("mutmut") is None:
+        print("scripts/mutants.py: mutmut is not installed in this Python; `make mutants` installs it "
+              "(pip install -e '.[test,mutants]')", file=sys.stderr)
+        return 2
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     if not args.no_run:
         subprocess.run(MUTMUT + ["run", "--max-children", str(args.jobs), *args.patterns], cwd=ROOT, env=env,
