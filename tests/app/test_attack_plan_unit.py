@@ -198,6 +198,14 @@ def test_the_neurotoxin_mask_spares_the_top_k_percent_of_the_last_global_change(
     assert step_mask_of(other, (previous, current)) is None
 
 
+@pytest.mark.parametrize(("name", "remembers"), [("neurotoxin", True), ("model_replacement", False),
+                                                 ("norm_bound", False), ("none", False)])
+def test_only_a_masking_update_attack_keeps_the_global_models_its_node_received(name, remembers):
+    # Neurotoxin's mask needs the last change of the global model, so its nodes keep the last
+    # two globals; an attack without a mask (or none) must not hold models in memory
+    assert ap.remembers_globals(_cfg(f"attack.update.name='{name}'")) is remembers
+
+
 # --------------------------------------------------------------------------- target, captions
 def test_the_target_id_is_its_index_among_the_training_classes():
     assert target_id(_cfg()) == 4  # "star" among shapes' circle, square, triangle, diamond, star, ...

@@ -490,6 +490,10 @@ def test_write_results_writes_the_tables_the_power_check_and_four_figures(tmp_pa
     assert md == results.results_markdown(runs, axes) + "\n" + results.power.markdown(verdicts)
     assert "- badnet (true) (backdoor): final ASR 0.900 (1 seeds); needs ASR ≥ 0.8 — powered" in md
     assert capsys.readouterr().err == ""
+    # the heatmaps show each cell's final ASR and CA (rows: attack.enabled true, false;
+    # columns: fedavg, median — no median run without an attack)
+    assert [t.get_text() for t in heat_asr.axes[0].texts] == ["0.90", "0.10", "0.00", "–"]
+    assert [t.get_text() for t in heat_ca.axes[0].texts] == ["0.70", "0.70", "0.70", "–"]
 
 
 def test_write_results_warns_naming_each_line_that_is_not_powered(tmp_path, capsys):
@@ -500,3 +504,14 @@ def test_write_results_warns_naming_each_line_that_is_not_powered(tmp_path, caps
         "attack and keep CA without one; results.md, 'Power check'):\n"
         "  badnet (true) (backdoor): final ASR 0.500 (1 seeds); needs ASR ≥ 0.8 — NOT powered\n")
     assert "**NOT powered**" in (tmp_path / "runs" / "results.md").read_text()
+
+
+def test_write_results_warns_with_every_line_that_is_not_powered_on_its_own_line(tmp_path, capsys):
+    _write_grid(tmp_path / "runs", baseline_asr=0.5)
+    # the attack-free baseline loses CA as well: 0.7 → 0.2
+    clean = tmp_path / "runs" / "fedavg-none" / "summary.json"
+    clean.write_text(json.dumps({**json.loads(clean.read_text()), "clean_accuracy": 0.2}))
+    results.write_results([tmp_path / "runs"], tmp_path / "out")
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  no attack (no attack): final CA 0.200 vs initial 0.700 (1 seeds); needs CA ≥ initial − 0.03 — NOT powered",
+        "  badnet (true) (backdoor): final ASR 0.500 (1 seeds); needs ASR ≥ 0.8 — NOT powered"]

@@ -144,6 +144,20 @@ def test_pathological_clients_times_k_equal_to_the_classes_is_enough():
         [[0, 1], [2, 3]], [[0, 2], [1, 3]], [[0, 3], [1, 2]])
 
 
+def test_pathological_deals_the_seeded_class_order_k_consecutive_classes_per_slot():
+    # the docstring's exact rule: classes in a seeded order c_0 … c_4, slot s holds
+    # c_(2s mod 5), c_(2s+1 mod 5), the clients take the slots in a seeded order; with 3 clients
+    # × 2 classes over 5 classes, c_0 is the class dealt twice (slots 0 and 2)
+    labels = np.arange(40) % 5
+    parts = pathological(labels, 3, 2, seed=3)
+    rng = np.random.default_rng(3)
+    order, slot_of = rng.permutation(5), rng.permutation(3)
+    dealt = [{order[(2 * slot_of[i] + j) % 5] for j in range(2)} for i in range(3)]
+    assert [set(np.unique(labels[p]).tolist()) for p in parts] == dealt
+    held = np.bincount(np.concatenate([np.unique(labels[p]) for p in parts]), minlength=5)
+    assert np.flatnonzero(held == 2).tolist() == [order[0]]
+
+
 def test_sample_gives_disjoint_sorted_seeded_choices_in_turn():
     a, b, c = sample(10, (3, 4, 5), seed=2)
     perm = np.random.default_rng(2).permutation(10)
