@@ -472,3 +472,15 @@ def test_check_attack_names_the_model_whose_input_size_a_sources_images_take():
     with pytest.raises(ConfigError) as e:
         check_attack(cfg)
     assert str(e.value).endswith(f"(the clients' images are 32×32: model.name={cfg.model.name!r} takes that size)")
+
+
+def test_an_unknown_update_attack_is_named_with_every_allowed_one():
+    from clients.attacks import UPDATE_ATTACKS
+
+    cfg = _cfg()
+    cfg.attack.update.name = "nope"  # config.py types the field; the registry's names are checked here
+    with pytest.raises(ConfigError) as e:
+        check_attack(cfg)
+    assert str(e.value) == ("invalid config:\n  attack.update.name='nope' is unknown; allowed: none, "
+                            + ", ".join(UPDATE_ATTACKS))
+    assert len(UPDATE_ATTACKS) >= 3  # model replacement, norm-bounded, Neurotoxin at least: the list is joined
