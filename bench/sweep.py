@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from overhead import plain_loop  # noqa: E402
 
+from fedsim.pretrain import warm_start  # noqa: E402
 from fedsim.runner import load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep.json"
@@ -69,9 +70,12 @@ def main() -> None:
     if base.clients.per_round != base.clients.num or base.attack.enabled:
         sys.exit("bench/sweep.py: the plain loop trains every client and no attack; keep "
                  "clients.per_round = clients.num and attack.enabled = false")
+    cfgs = [load(ROOT / "configs" / "quickstart.toml", [*sets, f"seed={base.seed + k}"]) for k in range(args.cells)]
+    for cfg in cfgs:  # each seed's warm start is trained once and cached: not a cost of any side
+        if cfg.model.init == "warm":
+            warm_start(cfg, log=lambda m: None)
     plain = []
-    for k in range(args.cells):
-        cfg = load(ROOT / "configs" / "quickstart.toml", [*sets, f"seed={base.seed + k}"])
+    for k, cfg in enumerate(cfgs):
         plain.append(plain_loop(cfg)["wall_s"])
         print(f"plain loop, seed {base.seed + k}: {plain[-1]:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as d:

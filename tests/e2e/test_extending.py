@@ -255,3 +255,31 @@ def test_a_rule_needing_a_server_input_defined_outside_gets_it_every_round(monke
     summary = run(cfg, tmp_path / "run", log=lambda m: None)
     assert summary["status"] == "completed" and summary["aggregated_rounds"] == 2
     assert seen[0] is None and seen[1] is not None and seen[1].ndim == 1
+
+
+def test_a_metric_defined_outside_reaches_the_summary_and_the_report_tables(tmp_path):
+    """One ``METRICS`` entry from outside the package, reducing a key every round records (the
+    mean reported training loss): a run's summary.json and summary.md and ``fedsim report``'s
+    results.csv carry it, nothing else told."""
+    from fedsim import metrics
+    from fedsim.cli import main
+    from fedsim.metrics import Metric
+    from fedsim.runner import load, run
+
+    new = Metric("mean_train_loss", "train_loss", "mean", "mean_loss", "mean train loss")
+    metrics.METRICS.append(new)
+    try:
+        cfg = load(None, ["rounds=2", "model.init='scratch'", "data.train_size=60", "data.test_size=30",
+                          "clients.num=3", "clients.per_round=3", "attack.enabled=false",
+                          "resources.engine='inprocess'"])
+        summary = run(cfg, tmp_path / "run", log=lambda m: None)
+        losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+        assert summary["mean_train_loss"] == pytest.approx(sum(losses) / 2)
+        written = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert written["mean_train_loss"] == pytest.approx(sum(losses) / 2)
+        assert "| mean_train_loss |" in (tmp_path / "run" / "summary.md").read_text()
+        assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
+        header = (tmp_path / "report" / "results.csv").read_text().splitlines()[0].split(",")
+        assert "mean_loss" in header
+    finally:
+        metrics.METRICS.remove(new)
