@@ -42,14 +42,14 @@ DEFAULTS = ["rounds=3", "data.train_size=600", "data.test_size=300", "attack.ena
 def _sweep(out: Path, cells: int, sets: list[str], extra: list[str]) -> dict:
     """``fedsim sweep configs/quickstart.toml --seeds CELLS`` with ``sets``: wall seconds and
     each cell's rounds.jsonl records without wall-clock fields."""
-    cmd = [sys.executable, "-c", "import sys; from fedsim.cli import main; sys.exit(main())", "sweep",
+    cmd = [sys.executable, "-m", "fedsim.cli", "sweep",
            str(ROOT / "configs" / "quickstart.toml"), "--out", str(out), "--seeds", str(cells),
            *(a for s in sets for a in ("--set", s)), *extra]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
-        sys.exit(f"bench/sweep.py: {' '.join(cmd[3:])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        sys.exit(f"bench/sweep.py: {' '.join(cmd[2:])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     rounds = {}
     for path in sorted(out.rglob("rounds.jsonl")):
         records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -75,9 +75,9 @@ def main() -> None:
         if cfg.model.init == "warm":
             warm_start(cfg, log=lambda m: None)
     plain = []
-    for k, cfg in enumerate(cfgs):
+    for cfg in cfgs:
         plain.append(plain_loop(cfg)["wall_s"])
-        print(f"plain loop, seed {base.seed + k}: {plain[-1]:.1f} s", flush=True)
+        print(f"plain loop, seed {cfg.seed}: {plain[-1]:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as d:
         before = _sweep(Path(d) / "ray", args.cells, [*sets, 'resources.engine="ray"'], ["--jobs", "1"])
         print(f"sweep, every cell on Ray, one at a time: {before['wall_s']:.1f} s", flush=True)

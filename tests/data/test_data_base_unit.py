@@ -213,10 +213,16 @@ def test_materialize_names_an_unreadable_image(tmp_path):
 
 
 # --------------------------------------------------------------------------- check_images
+def _unreadable(folder, n: int) -> list[str]:
+    """``n`` files bad0.png … that are no image, written in ``folder``; their names."""
+    files = [f"bad{i}.png" for i in range(n)]
+    for f in files:
+        (folder / f).write_bytes(b"junk")
+    return files
+
+
 def test_check_images_names_the_first_five_of_all_unreadable_images(tmp_path):
-    files = [f"bad{i}.png" for i in range(7)] + ["good.png"]
-    for f in files[:7]:
-        (tmp_path / f).write_bytes(b"junk")
+    files = _unreadable(tmp_path, 7) + ["good.png"]
     _png(tmp_path / "good.png")
     with pytest.raises(DataError) as e:
         _index(tmp_path, files).check()
@@ -228,11 +234,8 @@ def test_check_images_names_the_first_five_of_all_unreadable_images(tmp_path):
 
 
 def test_check_images_with_five_problems_lists_them_all_without_an_ellipsis(tmp_path):
-    files = [f"bad{i}.png" for i in range(5)]
-    for f in files:
-        (tmp_path / f).write_bytes(b"junk")
     with pytest.raises(DataError) as e:
-        check_images(_index(tmp_path, files))
+        check_images(_index(tmp_path, _unreadable(tmp_path, 5)))
     assert str(e.value).startswith("5 of 5 images are not readable: ")
     assert "…" not in str(e.value) and "bad4.png" in str(e.value)
 
@@ -420,11 +423,8 @@ def test_progress_names_the_sources_and_starts_only_above_progress_over(monkeypa
 
 
 def test_check_images_with_six_problems_shows_five_and_an_ellipsis(tmp_path):
-    files = [f"bad{i}.png" for i in range(6)]
-    for f in files:
-        (tmp_path / f).write_bytes(b"junk")
     with pytest.raises(DataError) as e:
-        check_images(_index(tmp_path, files))
+        check_images(_index(tmp_path, _unreadable(tmp_path, 6)))
     message = str(e.value)
     assert message.startswith("6 of 6 images are not readable: ") and message.count("src, sample") == 5
     assert "bad4.png" in message and "bad5.png" not in message
