@@ -52,6 +52,18 @@ def test_every_unknown_name_is_reported_at_once_with_its_field():
     check_names(load_config(None))  # the defaults exist
 
 
+def test_generated_data_is_a_training_source_only_and_takes_no_params():
+    # [eval] and [model.warm] read a source (None means the generated one); data.name may be it
+    for field in ("eval", "model.warm"):
+        with pytest.raises(ConfigError) as e:
+            check_names(load_config(None, [f"{field}.name='shapes'"]))
+        assert problems_of(e.value) == [f"{field}.name='shapes' is unknown; allowed: {', '.join(DATASETS)}"]
+    check_names(load_config(None, ["data.name='shapes'"]))
+    with pytest.raises(ConfigError) as e:
+        check_names(load_config(None, ["data.params={ a = 1 }"]))
+    assert problems_of(e.value) == ["data.name='shapes' is generated: it takes no path and no params"]
+
+
 def test_the_other_checks_wait_for_the_names():
     # an unknown model would make the attack's check fail on its image size, less clearly: it waits
     with pytest.raises(ConfigError) as e:

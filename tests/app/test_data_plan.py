@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from fedsim.app import data_plan
-from fedsim.config import load_config
+from fedsim.config import ConfigError, load_config
 from fedsim.data import SHAPES, open_dataset
+from fedsim.models import model_image_size
 from tests.data.test_data_splits import IMAGE_SIZE as SIDE
 from tests.data.test_data_splits import _write_csv_source
 
@@ -104,3 +105,51 @@ def test_the_training_class_names_are_the_sources_own(tmp_path):
     assert data_plan.train_classnames(cfg) == ("ant", "bee")
     # a caption-only source has no classes
     assert data_plan.train_classnames(_source_cfg(tmp_path / "captions", 22)) is None
+
+
+# --------------------------------------------------------------------------- the evaluation source
+def test_a_source_without_a_test_split_or_an_eval_section_says_what_section_to_add(tmp_path):
+    _write_csv_source(tmp_path / "data", 22)
+    (tmp_path / "exp.toml").write_text(
+        '[model]\ninit = "scratch"\n[clients]\nnum = 2\nper_round = 2\n[attack]\nmalicious = []\n'
+        '[data]\nname = "csv"\npath = "data/captions.csv"\ntrain_size = 20\n'
+    )
+    cfg = load_config(tmp_path / "exp.toml", [])
+    with pytest.raises(ConfigError) as e:
+        data_plan.eval_source(cfg)
+    assert ("eval: data.name='csv' has no labelled test split; add an [eval] section with a labelled set "
+            'for the zero-shot evaluation, e.g. name = "imagefolder", path = "eval/"') in str(e.value)
+
+
+def test_the_evaluation_index_is_opened_once_whatever_the_order_of_its_params(tmp_path):
+    # the cache key is the params in key order: the same set named in another order is the same
+    # open index, not a second copy read again
+    first = _source_cfg(tmp_path, 22, 'eval.params={ templates = ["a {}."], seed = 3 }')
+    second = first.model_copy(update={"eval": first.eval.model_copy(
+        update={"params": {"seed": 3, "templates": ["a {}."]}})})
+    assert list(second.eval.params) == ["seed", "templates"] != list(first.eval.params)
+    assert data_plan.eval_index(first) is data_plan.eval_index(second)
+
+
+def test_the_image_side_is_explained_by_where_the_images_come_from(tmp_path):
+    # the reason an attack's error gives for the clients' image side
+    assert data_plan.image_origin(load_config(None, [])) == "shapes are generated at that size"
+    cfg = _source_cfg(tmp_path, 22)
+    assert data_plan.image_origin(cfg) == f"model.name={cfg.model.name!r} takes that size"
+
+
+def test_the_clients_images_have_the_generated_side_or_the_models(tmp_path):
+    # shapes are rendered at 32 px whatever the model; a source's images at the model's side
+    # (RN50 takes 224 px; the tiny models take 32, which would hide the difference)
+    assert model_image_size("RN50") == 224
+    assert data_plan.image_size(load_config(None, ["model.name='RN50'"])) == 32
+    assert data_plan.image_size(_source_cfg(tmp_path, 22, "model.name='RN50'")) == 224
+
+
+def test_every_client_is_given_at_least_two_samples_or_the_split_is_refused(tmp_path):
+    # the floor the config check and every client draw with: MIN_CLIENT_SAMPLES = 2, not the
+    # partitioners' own default of 1 — 3 samples over 2 clients would leave one a single sample
+    cfg = load_config(None, ["clients.num=2", "clients.per_round=2", "attack.malicious=[]"])
+    assert [len(part) for part in data_plan.client_parts(cfg, 4, None)] == [2, 2]
+    with pytest.raises(ValueError):
+        data_plan.client_parts(cfg, 3, None)
