@@ -93,7 +93,8 @@ def test_problems_with_the_checkpoint_are_config_errors(tmp_path):
     cases = [
         ('pretrained = "missing.pt"\n', ["model: pretrained=", "missing.pt", "no such file"]),
         ('pretrained = "folder"\n', ["is a folder without open_clip_model.safetensors or "
-                                      "open_clip_pytorch_model.bin", "allowed: a checkpoint file"]),
+                                      "open_clip_pytorch_model.bin", "allowed: a checkpoint file (torch.save("
+                                      "model.state_dict(), path) or .safetensors) or such a folder"]),
         ('pretrained = "resnet.pt"\ninit = "warm"\n', ["init='warm' contradict each other", "set it to 'pretrained'"]),
         ('pretrained = "resnet.pt"\ninit = "scratch"\n', ["init='scratch' contradict"]),
         ('init = "pretrained"\n', ["init='pretrained' needs pretrained = a checkpoint file"]),

@@ -124,6 +124,38 @@ def test_model_warm_is_checked_and_its_path_is_relative_to_the_config(tmp_path):
         load_config(config, [], run_checks())
 
 
+def test_the_data_check_opens_the_warm_source_and_asks_two_samples_of_it(tmp_path):
+    # check_data opens [model.warm] as the warm start will: two pairs are enough, one is not;
+    # the private split may give each client exactly the minimum of two samples
+    from fedsim.app.data_plan import check_data
+
+    write_pairs(tmp_path / "public", 2, 1)
+    write_pairs(tmp_path / "one", 1, 1)
+    write_pairs(tmp_path / "private", 4, 2)
+    write_eval(tmp_path / "evalset", 30, 3)
+    config = tmp_path / "own.toml"
+    config.write_text(CONFIG.format(init="warm"))
+    check_data(load_config(config))  # 2 clients × 2 samples, 2 warm-start pairs: accepted
+    one = str(tmp_path / "one" / "pairs.csv")
+    with pytest.raises(ConfigError) as e:
+        check_data(load_config(config, [f"model.warm.path='{one}'"]))
+    assert str(e.value).endswith(f"model.warm: csv {one} has 1 samples; the warm start needs ≥ 2")
+    check_data(load_config(config, [f"model.warm.path='{one}'", "model.init='scratch'"]))  # not read
+    with pytest.raises(ConfigError, match=r"model.warm: .*'nope'"):  # its params reach its opener
+        check_data(load_config(config, ["model.warm.params={ nope = 1 }"]))
+    with pytest.raises(ConfigError, match="clients.num=3 leaves fewer than 2 samples per client"):
+        check_data(load_config(config, ["clients.num=3", "clients.per_round=3"]))
+    # without [model.warm], the whole advice
+    config.write_text(CONFIG.format(init="warm").split("[model.warm]")[0] + "[clients]" +
+                      CONFIG.split("[clients]")[1])
+    with pytest.raises(ConfigError) as e:
+        check_data(load_config(config))
+    assert str(e.value).endswith(
+        "model.init='warm' pretrains on generated shapes unless [model.warm] names a source, not "
+        "data.name='csv'; set model.warm.name and path to your public split (a source of fedsim list "
+        'datasets), or model.init = "scratch"')
+
+
 # ---- end to end ---------------------------------------------------------------------------
 
 @pytest.mark.slow
