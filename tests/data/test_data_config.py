@@ -160,3 +160,59 @@ def test_cifar_evaluates_on_its_own_test_split_by_default(tmp_path):
     assert len(source_splits(cfg)[0]) == 10
     with pytest.raises(ConfigError, match="attack.data.target='star'.*allowed: airplane, automobile, bird"):
         load(write_config(tmp_path, body.replace('"bird"', '"star"')))
+
+
+def _run_config(folder, body: str, sets=()):
+    return load(write_config(folder, body), list(sets))
+
+
+def test_a_labelled_source_with_the_target_class_may_feed_the_attacks_that_need_its_images(tmp_path):
+    write_imagefolder(tmp_path / "train", per_class=8)
+    write_imagefolder(tmp_path / "evalset")
+    body = '[data]\nname = "imagefolder"\npath = "train"\n[eval]\nname = "imagefolder"\npath = "evalset"\n' \
+           '[attack.data]\ntarget = "star"\n'
+    for sets in (["attack.data.label_consistent=true"], ["attack.data.mode='badencoder'"]):
+        assert _run_config(tmp_path, body, sets).attack.data.target == "star"
+
+
+def test_an_evaluation_set_with_labels_but_no_class_names_is_refused_with_the_sets_that_have_them(byod):
+    rows = ["image,caption,label"] + [f"img/{i}.png,a picture number {i},{i % 3}" for i in range(12)]
+    (byod / "data" / "labelled.csv").write_text("\n".join(rows) + "\n")
+    labelled = byod / "data" / "labelled.csv"
+    with pytest.raises(ConfigError) as e:
+        _run_config(byod, CSV_WITH_EVAL, ["eval.name='csv'", f"eval.path='{labelled}'",
+                                          "eval.params={ label_column = 'label' }"])
+    assert str(e.value).endswith(f"eval: csv {labelled} has no class names; the zero-shot evaluation needs a "
+                                 "labelled set (imagefolder, cifar10, cifar100)")
+
+
+def test_simclr_evaluates_on_the_training_classes_only(tmp_path):
+    # kNN against the labelled training data: the evaluation set must have its classes
+    write_imagefolder(tmp_path / "train", per_class=8)
+    write_imagefolder(tmp_path / "same")
+    write_imagefolder(tmp_path / "other", classes=("cat", "star"))
+    write_csv_set(tmp_path / "captions", 24)
+    body = '[data]\nname = "imagefolder"\npath = "train"\n[eval]\nname = "imagefolder"\npath = "same"\n' \
+           '[attack.data]\ntarget = "star"\n'
+    simclr = ["objective='simclr'", "attack.enabled=false"]
+    assert _run_config(tmp_path, body, simclr).objective == "simclr"
+    allowed = "allowed: a labelled source and its own test split (or the same class names)"
+    with pytest.raises(ConfigError) as e:
+        _run_config(tmp_path, body, [*simclr, f"eval.path='{tmp_path / 'other'}'"])
+    assert str(e.value).endswith(
+        "objective='simclr' evaluates by kNN against the labelled training data, so the evaluation set must "
+        f"have the same classes; imagefolder {tmp_path / 'train'} has 3 classes, the evaluation set 2; {allowed}")
+    with pytest.raises(ConfigError) as e:  # a caption-only source has no classes at all
+        _run_config(tmp_path, body, [*simclr, "data.name='csv'",
+                                     f"data.path='{tmp_path / 'captions' / 'captions.csv'}'"])
+    assert f"csv {tmp_path / 'captions' / 'captions.csv'} has None classes, the evaluation set 3; {allowed}" \
+        in str(e.value)
+
+
+def test_a_wrong_target_lists_the_first_ten_classes_of_a_larger_set(byod):
+    classes = tuple(f"c{k:02d}" for k in range(12))
+    write_imagefolder(byod / "twelve", classes=classes, per_class=1)
+    with pytest.raises(ConfigError) as e:
+        _run_config(byod, CSV_WITH_EVAL, [f"eval.path='{byod / 'twelve'}'"])
+    assert str(e.value).endswith(f"attack.data.target='star' is not a class of the evaluation set; allowed: "
+                                 f"{', '.join(classes[:10])}, …")
