@@ -216,3 +216,7 @@ def test_a_wrong_target_lists_the_first_ten_classes_of_a_larger_set(byod):
         _run_config(byod, CSV_WITH_EVAL, [f"eval.path='{byod / 'twelve'}'"])
     assert str(e.value).endswith(f"attack.data.target='star' is not a class of the evaluation set; allowed: "
                                  f"{', '.join(classes[:10])}, …")
+    with pytest.raises(ConfigError) as e:  # ten or fewer: all of them, nothing elided
+        _run_config(byod, CSV_WITH_EVAL, ["attack.data.target='dragon'"])
+    assert str(e.value).endswith("attack.data.target='dragon' is not a class of the evaluation set; allowed: "
+                                 "cat, dog, star")
