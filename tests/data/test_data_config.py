@@ -210,12 +210,15 @@ def test_simclr_evaluates_on_the_training_classes_only(tmp_path):
 
 
 def test_a_wrong_target_lists_the_first_ten_classes_of_a_larger_set(byod):
-    classes = tuple(f"c{k:02d}" for k in range(12))
-    write_imagefolder(byod / "twelve", classes=classes, per_class=1)
-    with pytest.raises(ConfigError) as e:
-        _run_config(byod, CSV_WITH_EVAL, [f"eval.path='{byod / 'twelve'}'"])
-    assert str(e.value).endswith(f"attack.data.target='star' is not a class of the evaluation set; allowed: "
-                                 f"{', '.join(classes[:10])}, …")
+    # eleven classes: the first ten and an ellipsis; exactly ten: all ten, nothing elided
+    classes = tuple(f"c{k:02d}" for k in range(11))
+    write_imagefolder(byod / "eleven", classes=classes, per_class=1)
+    write_imagefolder(byod / "ten", classes=classes[:10], per_class=1)
+    for folder, shown in (("eleven", f"{', '.join(classes[:10])}, …"), ("ten", ", ".join(classes[:10]))):
+        with pytest.raises(ConfigError) as e:
+            _run_config(byod, CSV_WITH_EVAL, [f"eval.path='{byod / folder}'"])
+        assert str(e.value).endswith(f"attack.data.target='star' is not a class of the evaluation set; allowed: "
+                                     f"{shown}"), folder
     with pytest.raises(ConfigError) as e:  # ten or fewer: all of them, nothing elided
         _run_config(byod, CSV_WITH_EVAL, ["attack.data.target='dragon'"])
     assert str(e.value).endswith("attack.data.target='dragon' is not a class of the evaluation set; allowed: "
