@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fedsim.app import data_plan
-from fedsim.config import ConfigError, load_config
+from fedsim.config import load_config
 from fedsim.data import SHAPES, open_dataset
 from fedsim.models import model_image_size
 from tests.data.test_data_splits import IMAGE_SIZE as SIDE
@@ -108,19 +108,6 @@ def test_the_training_class_names_are_the_sources_own(tmp_path):
 
 
 # --------------------------------------------------------------------------- the evaluation source
-def test_a_source_without_a_test_split_or_an_eval_section_says_what_section_to_add(tmp_path):
-    _write_csv_source(tmp_path / "data", 22)
-    (tmp_path / "exp.toml").write_text(
-        '[model]\ninit = "scratch"\n[clients]\nnum = 2\nper_round = 2\n[attack]\nmalicious = []\n'
-        '[data]\nname = "csv"\npath = "data/captions.csv"\ntrain_size = 20\n'
-    )
-    cfg = load_config(tmp_path / "exp.toml", [])
-    with pytest.raises(ConfigError) as e:
-        data_plan.eval_source(cfg)
-    assert ("eval: data.name='csv' has no labelled test split; add an [eval] section with a labelled set "
-            'for the zero-shot evaluation, e.g. name = "imagefolder", path = "eval/"') in str(e.value)
-
-
 def test_the_evaluation_index_is_opened_once_whatever_the_order_of_its_params(tmp_path):
     # the cache key is the params in key order: the same set named in another order is the same
     # open index, not a second copy read again
