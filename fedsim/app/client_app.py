@@ -8,6 +8,8 @@ client needs nothing but its ``partition-id`` node config; ``config`` + ``server
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import torch
@@ -28,9 +30,22 @@ CURRENT_GLOBAL, PREVIOUS_GLOBAL = "fedsim-global", "fedsim-previous-global"
 client_app = ClientApp()
 
 
+def flower_lines_once() -> None:
+    """Each of Flower's log lines once, in whichever process runs a fedsim app. Flower's logger
+    prints through its own console handler; under ``flwr run`` a handler on the root logger of
+    the ServerApp's process (flwr-simulation, flwr-serverapp) and of each simulation Ray actor
+    printed every line a second time ("INFO:flwr:...", "WARNING:flwr:Manually terminating
+    ClientAppActor"). Flower's own ``run_simulation`` stops the propagation the same way. Also
+    Ray's notice about a future default for ``num_gpus=0`` (fedsim's clients ask for no GPU),
+    which ``fedsim run`` silences with the same variable."""
+    logging.getLogger("flwr").propagate = False
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
 @client_app.query()
 def client_query(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node holds (it cannot see the mapping)."""
+    flower_lines_once()
     pid = int(context.node_config["partition-id"])
     return Message(RecordDict({"info": MetricRecord({"partition-id": pid})}), reply_to=msg)
 
@@ -56,6 +71,7 @@ def _remember_global(context: Context, arrays, restored=None) -> tuple[dict, dic
 
 @client_app.train()
 def client_train(msg: Message, context: Context) -> Message:
+    flower_lines_once()
     config = msg.content.config_records["config"]
     config_json = str(config[CONFIG_KEY])
     cfg = Config.model_validate_json(config_json)

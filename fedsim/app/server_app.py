@@ -5,7 +5,6 @@ reads its config from the run config (``flwr run .`` and the Deployment Engine, 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.app.build import Server, build_server, config_checks, fault_of
-from fedsim.app.client_app import CONFIG_KEY
+from fedsim.app.client_app import CONFIG_KEY, flower_lines_once
 from fedsim.app.recorder import (
     CHECKPOINT,
     Recorder,
@@ -196,10 +195,7 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     path) and ``out`` (a new or empty directory, as ``fedsim run --out``; ``fedsim deploy``'s
     ``deploy/`` folder may already be in it). Replies are pulled every 0.1 s (``StoppableGrid``)
     rather than every 3 s, the Deployment Engine grid's own wait between pulls."""
-    # Flower's logger prints through its own console handler; under flwr-simulation and
-    # flwr-serverapp a handler on the root logger printed each of its lines a second time
-    # ("INFO:flwr:..."), its DEBUG lines too. Flower's own run_simulation does the same.
-    logging.getLogger("flwr").propagate = False
+    flower_lines_once()
     rc = context.run_config
     cfg = load_config(rc.get("config") or None, [], config_checks())
     check_node_count(len(list(grid.get_node_ids())), cfg.clients.num)

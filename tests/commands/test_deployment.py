@@ -110,3 +110,51 @@ def test_ctrl_c_ends_every_process_and_records_the_interruption(tmp_path):
     assert proc.returncode == 130, output
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert _left_over(out) == []
+
+
+def _processes_naming(text: str) -> list:
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if text in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
+@pytest.mark.slow
+def test_flwr_run_on_the_simulation_runtime_prints_each_line_once(tmp_path):
+    """``flwr run . local`` as a Flower user types it (Flower's simulation runtime: a local
+    SuperLink, flwr-simulation, Ray actors): the run directory as ``fedsim run``'s, and none of
+    Flower's lines twice — the ServerApp's (root handler: "INFO:flwr:...") nor the Ray actors'
+    ("WARNING:flwr:Manually terminating ClientAppActor"; Ray forwards an actor's last lines while
+    the runtime stops, so that one reaches the stream in some runs only), and no Ray notice about
+    ``num_gpus=0``."""
+    home = tmp_path / "flwr-home"
+    config = tmp_path / "tiny.toml"
+    config.write_text(f'extends = "{ROOT / "configs" / "quickstart.toml"}"\nname = "flwr-run"\nrounds = 2\n'
+                      "[data]\ntrain_size = 150\ntest_size = 60\n[model]\ninit = \"scratch\"\n"
+                      "[clients]\nnum = 3\nper_round = 3\n[attack]\nmalicious = [0]\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    try:
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), "run", ".", "local", "--stream",
+             "--federation-config", "num-supernodes=3",
+             "--run-config", f"config='{config}' out='{out}'"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        # Flower leaves its local SuperLink (and its SuperExec) running after the run, by design
+        for p in _processes_naming(str(home)):
+            with contextlib.suppress(psutil.Error):
+                for child in p.children(recursive=True):
+                    child.kill()
+                p.kill()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert [json.loads(line)["round"] for line in (out / "rounds.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert not (out / "checkpoint.pt").exists()
+    assert output.count("Starting RobustStrategy strategy") == 1
+    assert "INFO:flwr:" not in output and "WARNING:flwr:" not in output, output
+    assert "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO" not in output, output
