@@ -130,7 +130,7 @@ def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, o
             log(f"fedsim: claim {i}/{len(plans)} {claim.id}: {done} of {len(cells)} runs completed")
         else:
             log(f"fedsim: claim {i}/{len(plans)} {claim.id}: {len(cells)} runs → {folder}")
-            run_plan(p, folder, config=sweep_file, overrides=overrides, jobs=jobs)
+            run_plan(p, folder, config=sweep_file, overrides=overrides, jobs=jobs, power_warning=False)
         values = collect(claim, folder, cells)
         outcome = verdict(claim, values)
         if report_only and done == 0:

@@ -208,7 +208,8 @@ DEFENSE_KEYS = ("strategy.", "defense.", "clients.training", "clients.roclip_", 
 
 def scenario_of(run: Run, axes: list[Axis]) -> str:
     """What a run's defense faces, for the power check: the attack its config describes
-    ("none" when attack.enabled = false, else e.g. "badnet", "model_replacement", "lie"),
+    ("none" when attack.enabled = false, else e.g. "badnet", "badencoder", "model_replacement",
+    "lie"),
     followed by its labels on the axes that set no defense key (strategy, defense, client
     training) where those say more, e.g. "badnet (badnet_p1 / r6)": runs differing there are
     different scenarios."""
@@ -216,7 +217,10 @@ def scenario_of(run: Run, axes: list[Axis]) -> str:
     if not power.is_attacked(c):
         described = "none"
     else:
-        parts = [str(c.get("attack.data.trigger.name", "badnet")) if c.get("attack.data.enabled", True) else "",
+        # the data attack: its trigger when the data is poisoned, else its mode (BadEncoder)
+        mode = str(c.get("attack.data.mode", "poison"))
+        data = str(c.get("attack.data.trigger.name", "badnet")) if mode == "poison" else mode
+        parts = [data if c.get("attack.data.enabled", True) else "",
                  *(str(c.get(k, "none")) for k in ("attack.update.name", "attack.byzantine.name"))]
         described = "+".join(p for p in parts if p and p != "none") or "attack"
     labels = " / ".join(label for axis, label in zip(axes, labels_of(run, axes))
@@ -342,17 +346,19 @@ def plot_curves(runs: list[Run], axes: list[Axis], key: str, initial_key: str, t
     return path
 
 
-def write_results(paths, out: Path) -> list[Path]:
+def write_results(paths, out: Path, *, power_warning: bool = True) -> list[Path]:
     """Read the run directories among ``paths`` and write results.csv, results.md, the
     heatmaps (``heatmap_asr.png``, ``heatmap_ca.png``) and the curves (``curves_asr.png``,
-    ``curves_ca.png``) into ``out``; returns the files written."""
+    ``curves_ca.png``) into ``out``; returns the files written. results.md ends with the power
+    check; ``power_warning``: also warn on stderr when the grid is not powered (a claim's arms
+    are no defense × attack grid: ``fedsim claims`` judges them by the claim's own checks)."""
     runs = [load_run(p) for p in find_runs(paths)]
     axes = grid_axes(paths, runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.csv").write_text(results_csv(csv_rows(runs, axes)))
     verdicts = power_check(runs, axes)
     (out / "results.md").write_text(results_markdown(runs, axes) + "\n" + power.markdown(verdicts))
-    if not power.powered(verdicts):
+    if power_warning and not power.powered(verdicts):
         print(f"fedsim: warning: the grid in {out} is not powered (its FedAvg baseline must show each "
               "attack and keep CA without one; results.md, 'Power check'):\n  "
               + "\n  ".join(v.text for v in verdicts if v.powered is not True), file=sys.stderr)

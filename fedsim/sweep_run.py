@@ -329,16 +329,19 @@ def server_threads(cfg: Config, parallel: int) -> int | None:
     return max(1, ray_session.available_cpus() // parallel, math.ceil(cfg.resources.client_cpus))
 
 
-def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int | None = None) -> list[dict]:
+def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int | None = None,
+             power_warning: bool = True) -> list[dict]:
     """Run every cell of ``p`` under ``out`` (``sweep.json``: the grid; ``sweep.jsonl``: one
     line per cell), up to ``jobs`` in-process cells at a time (default ``default_jobs``), then
-    write the results; returns the status lines of this sweep, in the plan's order.
-    RunDirectoryError when another fedsim process works in ``out``."""
+    write the results (``power_warning``: as ``write_results``); returns the status lines of
+    this sweep, in the plan's order. RunDirectoryError when another fedsim process works in
+    ``out``."""
     with exclusive(out):
-        return _run_plan(p, out, config=config, overrides=overrides, jobs=jobs)
+        return _run_plan(p, out, config=config, overrides=overrides, jobs=jobs, power_warning=power_warning)
 
 
-def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides, jobs: int | None) -> list[dict]:
+def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides, jobs: int | None,
+              power_warning: bool) -> list[dict]:
     (out / GRID_FILE).write_text(json.dumps({
         "config": str(config), "overrides": list(overrides), "axes": [a.to_json() for a in p.axes],
         "seeds": sorted({c.seed for c, _ in p.cells}), "cells": [c.name for c, _ in p.cells],
@@ -362,9 +365,9 @@ def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides, jobs: int | 
     except KeyboardInterrupt:
         # what the cells that completed learned is tabulated even so
         if any(read_summary(out / cell.name).get("status") == "completed" for cell, _ in p.cells):
-            write_results([out], out)
+            write_results([out], out, power_warning=power_warning)
         raise
-    write_results([out], out)
+    write_results([out], out, power_warning=power_warning)
     order = {cell.name: i for i, (cell, _) in enumerate(p.cells)}
     return sorted(statuses, key=lambda status: order[status["cell"]])
 

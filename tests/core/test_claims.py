@@ -196,7 +196,9 @@ def test_run_claims_runs_each_arm_as_a_sweep_and_writes_claims_md(tmp_path, monk
                       'expect = "less"\narms = { a = ["rounds=1"], b = ["rounds=2"] }\n')
     ran = []
 
-    def fake_run_plan(p, out, *, config, overrides=(), jobs=None):
+    def fake_run_plan(p, out, *, config, overrides=(), jobs=None, power_warning=True):
+        # a claim's arms are no defense × attack grid: no grid power warning for them
+        assert power_warning is False
         ran.append((Path(out).name, [c.name for c, _ in p.cells]))
         for cell, cfg in p.cells:
             (out / cell.name).mkdir(parents=True, exist_ok=True)

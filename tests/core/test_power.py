@@ -113,6 +113,15 @@ def test_report_warns_when_the_baseline_does_not_show_the_backdoor(tmp_path, cap
     assert "## Power check" in md and "**NOT powered**" in md
 
 
+def test_write_results_can_leave_the_warning_out_but_keeps_the_section(tmp_path, capsys):
+    from fedsim.results import write_results
+
+    _grid(tmp_path / "runs", asr=0.30)
+    write_results([tmp_path / "runs"], tmp_path / "runs", power_warning=False)
+    assert "not powered" not in capsys.readouterr().err
+    assert "**NOT powered**" in (tmp_path / "runs" / "results.md").read_text()
+
+
 def test_report_of_a_powered_grid_says_so_without_a_warning(tmp_path, capsys):
     _grid(tmp_path / "runs", asr=0.90)
     assert main(["report", str(tmp_path / "runs")]) == 0

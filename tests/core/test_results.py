@@ -261,6 +261,8 @@ def test_results_csv_text():
     ({"attack.malicious": []}, "none"),
     ({}, "badnet"),
     ({"attack.data.trigger.name": "blended"}, "blended"),
+    ({"attack.data.mode": "badencoder", "attack.data.trigger.name": "badnet"}, "badencoder"),
+    ({"attack.data.mode": "badencoder", "attack.data.enabled": False, "attack.byzantine.name": "lie"}, "lie"),
     ({"attack.data.enabled": False, "attack.byzantine.name": "lie"}, "lie"),
     ({"attack.data.trigger.name": "wanet", "attack.update.name": "model_replacement"}, "wanet+model_replacement"),
     ({"attack.update.name": "scale", "attack.byzantine.name": "ipm"}, "badnet+scale+ipm"),
