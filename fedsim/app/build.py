@@ -102,13 +102,21 @@ def fault_of(cfg: Config, server_round: int, partition_id: int) -> str | None:
 
 
 # -- dataset and model -------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _partition(config_json: str, partition_id: int, image_size: int):
-    """Client ``partition_id``'s samples: of shapes' train split, or of the source's training
-    choice with only these images decoded, at ``image_size``."""
+@lru_cache(maxsize=4)
+def _parts(config_json: str) -> tuple:
+    """(training view, every client's sample indices) of a config, drawn once per process:
+    drawing the split of 200,000 samples over 10,000 clients took ≈ 20 ms, once per sampled
+    client (bench/scale.py)."""
     cfg = Config.model_validate_json(config_json)
     train = train_view(cfg)
-    parts = client_parts(cfg, len(train), train.labels)
+    return train, client_parts(cfg, len(train), train.labels)
+
+
+@lru_cache(maxsize=64)
+def _partition(config_json: str, partition_id: int, image_size: int):
+    """Client ``partition_id``'s samples: of shapes' train split (only these rendered), or of
+    the source's training choice with only these images decoded, at ``image_size``."""
+    train, parts = _parts(config_json)
     return train.subset(parts[partition_id]).materialize(image_size)
 
 

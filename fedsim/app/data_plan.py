@@ -97,10 +97,11 @@ def generated(cfg: Config) -> bool:
 
 
 def train_view(cfg: Config):
-    """The whole training split: shapes' generated one (pixels), or the source's training
-    choice (an index; ``.materialize(size)`` decodes it, ``.subset`` first decodes less)."""
+    """The whole training split: shapes' generated one (rendered on demand: ``.subset`` renders
+    only its samples), or the source's training choice (an index; ``.materialize(size)``
+    decodes it, ``.subset`` first decodes less)."""
     if generated(cfg):
-        return load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed)
+        return load_split(cfg.data.name, "train", cfg.data.train_size, cfg.seed, lazy=True)
     return source_splits(cfg)[0]
 
 
@@ -244,7 +245,7 @@ def check_data(cfg: Config) -> None:
     by_label = PARTITIONS[d.partition].by_label
     if generated(cfg):
         num_samples = d.train_size
-        labels = load_split(d.name, "train", d.train_size, cfg.seed).labels if by_label else None
+        labels = load_split(d.name, "train", d.train_size, cfg.seed, lazy=True).labels if by_label else None
         size = f"data.train_size={d.train_size}"
     else:
         if cfg.model.init == "warm" and cfg.model.warm.name is None:

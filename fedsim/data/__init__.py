@@ -8,8 +8,10 @@ from fedsim.data.shapes import (
     SHAPES,
     ZERO_SHOT_TEMPLATES,
     ShapesData,
+    ShapesSplit,
     caption_for,
     generate,
+    generate_lazily,
     target_captions,
 )
 from fedsim.data.sources import DATASETS, TEST_SPLITS, open_dataset
@@ -22,13 +24,16 @@ GENERATED = ("shapes",)
 SPLITS = {"pretrain": 1, "train": 2, "test": 3, "root": 4}
 
 
-def load_split(name: str, split: str, size: int, seed: int) -> ShapesData:
-    """The one factory from a config's ``data.name`` to a split of ``size`` samples."""
+def load_split(name: str, split: str, size: int, seed: int, *, lazy: bool = False) -> ShapesData | ShapesSplit:
+    """The one factory from a config's ``data.name`` to a split of ``size`` samples; ``lazy``:
+    its pixels rendered only for the samples a ``subset`` asks for (``ShapesSplit``: the same
+    bytes), for a training split that clients take their parts of."""
     if name not in GENERATED:
         raise ValueError(f"data.name={name!r} is unknown; allowed: {', '.join(GENERATED)}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    return generate(size, seed * len(SPLITS) * 4 + SPLITS[split])
+    stream = seed * len(SPLITS) * 4 + SPLITS[split]
+    return generate_lazily(size, stream) if lazy else generate(size, stream)
 
 
 def check_source(name: str, path, params: dict, *, generated: bool = True) -> None:
@@ -60,10 +65,12 @@ __all__ = [
     "SHAPES",
     "ZERO_SHOT_TEMPLATES",
     "ShapesData",
+    "ShapesSplit",
     "caption_for",
     "check_images",
     "dirichlet",
     "generate",
+    "generate_lazily",
     "iid",
     "load_split",
     "open_dataset",

@@ -71,6 +71,42 @@ def test_rendering_in_chunks_gives_the_same_images_with_memory_that_does_not_gro
     assert draw(1024, 1024)[1] - small > 768 * 100_000
 
 
+@pytest.mark.parametrize("n, seed", [(1, 0), (37, 3), (1100, 11)])
+def test_a_split_rendered_on_demand_gives_the_same_bytes_as_the_whole_split(n, seed):
+    from fedsim.data.shapes import NOISE_STEP, generate_lazily
+
+    whole, lazy = generate(n, seed), generate_lazily.__wrapped__(n, seed)
+    assert len(lazy) == n and lazy.captions == whole.captions
+    assert torch.equal(lazy.labels, whole.labels) and torch.equal(lazy.colors, whole.colors)
+    rng = np.random.default_rng(seed)
+    picks = [
+        np.arange(n),                                    # every sample, across RENDER_CHUNK
+        rng.permutation(n)[: max(1, n // 7)],            # a client's scattered part, unsorted
+        np.array([n - 1, 0, n - 1]),                     # repeats, the ends
+        np.array([-1]),                                  # negative, as torch indexes
+        np.arange(min(n, NOISE_STEP + 1))[::-1].copy(),  # across a saved-state boundary
+    ]
+    for idx in picks:
+        a, b = whole.subset(idx), lazy.subset(torch.as_tensor(idx))
+        assert torch.equal(a.images, b.images), idx[:5]
+        assert a.captions == b.captions and torch.equal(a.labels, b.labels) and torch.equal(a.colors, b.colors)
+    assert torch.equal(lazy.images, whole.images) and lazy.materialize(224) is whole
+    with pytest.raises(IndexError, match=f"index {n} is out of bounds for a split of {n} samples"):
+        lazy.subset([0, n])
+
+
+def test_a_split_rendered_on_demand_paints_only_the_samples_asked_for(monkeypatch):
+    import fedsim.data.shapes as shapes
+
+    lazy = shapes.generate_lazily.__wrapped__(5000, 1)
+    painted = []
+    real = shapes._paint
+    monkeypatch.setattr(shapes, "_paint", lambda labels, g, noise: painted.append(len(labels)) or real(labels, g, noise))
+    part = lazy.subset([4999, 17, 2500])
+    assert sum(painted) == 3 and part.images.shape == (3, 3, 32, 32)
+    assert load_split("shapes", "train", 5000, 0, lazy=True).labels.shape == (5000,) and sum(painted) == 3
+
+
 def test_splits_are_distinct_streams():
     train, test = load_split("shapes", "train", 100, 0), load_split("shapes", "test", 100, 0)
     assert not torch.equal(train.images, test.images)
