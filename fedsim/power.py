@@ -71,31 +71,47 @@ def _mean(summaries: list[dict], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def check(runs: list[tuple[str, dict, dict]]) -> list[Verdict]:
-    """The power check of a grid: ``runs`` are (scenario label, flat config, summary); the
-    scenario label names the attack the run faces (the same label for every defense and
-    seed). Returns the no-attack verdict first, then one verdict per attacked scenario (in
-    first-seen order); only FedAvg baseline runs are read."""
-    base = [(label, c, s) for label, c, s in runs if is_baseline(c)]
-    clean = [(c, s) for _, c, s in base if not is_attacked(c)]
-    verdicts = []
-    clean_done = _completed(clean)
+def _no_attack(setting: str, clean_done: list[dict]) -> Verdict:
+    name = "no attack" if not setting else f"no attack ({setting})"
     clean_ca = _mean(clean_done, "clean_accuracy")
     initial_ca = _mean(clean_done, "initial_clean_accuracy")
     if clean_ca is None or initial_ca is None:
-        verdicts.append(Verdict("no attack", "no attack", "no completed attack-free FedAvg run",
-                                f"CA ≥ initial − {CA_KEEP:.2f}", None))
-    else:
-        verdicts.append(Verdict(
-            "no attack", "no attack",
-            f"final CA {clean_ca:.3f} vs initial {initial_ca:.3f} ({len(clean_done)} seeds)",
-            f"CA ≥ initial − {CA_KEEP:.2f}", clean_ca >= initial_ca - CA_KEEP - 1e-12))
-    scenarios: dict[str, list[tuple[dict, dict]]] = {}
-    for label, c, s in base:
+        return Verdict(name, "no attack", "no completed attack-free FedAvg run",
+                       f"CA ≥ initial − {CA_KEEP:.2f}", None)
+    return Verdict(
+        name, "no attack",
+        f"final CA {clean_ca:.3f} vs initial {initial_ca:.3f} ({len(clean_done)} seeds)",
+        f"CA ≥ initial − {CA_KEEP:.2f}", clean_ca >= initial_ca - CA_KEEP - 1e-12)
+
+
+def check(runs) -> list[Verdict]:
+    """The power check of a grid: ``runs`` are (scenario label, flat config, summary) or
+    (scenario label, flat config, summary, setting); the scenario label names the attack the
+    run faces (the same label for every defense and seed); the setting (default "") names
+    what else the run's grid varies that is neither an attack nor a defense — e.g. the
+    objective, CLIP or SimCLR. Each setting has its own no-attack check (its runs start from
+    their own initial model, and pooling them can hide one that loses accuracy behind one
+    that gains), and an untargeted attack is measured against its own setting's no-attack
+    CA. Returns the no-attack verdicts first (one per setting, in first-seen order; named
+    "no attack (setting)" where there is a setting), then one verdict per attacked scenario
+    (in first-seen order); only FedAvg baseline runs are read."""
+    base = []
+    for item in runs:
+        label, c, s, *rest = item
+        if is_baseline(c):
+            base.append((label, c, s, rest[0] if rest else ""))
+    settings = list(dict.fromkeys(setting for *_, setting in base)) or [""]
+    verdicts, clean_ca = [], {}
+    for setting in settings:
+        clean_done = _completed([(c, s) for _, c, s, st in base if st == setting and not is_attacked(c)])
+        verdicts.append(_no_attack(setting, clean_done))
+        clean_ca[setting] = _mean(clean_done, "clean_accuracy")
+    scenarios: dict[str, list[tuple[dict, dict, str]]] = {}
+    for label, c, s, setting in base:
         if is_attacked(c):
-            scenarios.setdefault(label, []).append((c, s))
+            scenarios.setdefault(label, []).append((c, s, setting))
     for label, group in scenarios.items():
-        done = _completed(group)
+        done = _completed([(c, s) for c, s, _ in group])
         if is_backdoor(group[0][0]):
             asr = _mean(done, "attack_success_rate")
             if asr is None:
@@ -105,7 +121,8 @@ def check(runs: list[tuple[str, dict, dict]]) -> list[Verdict]:
                                         f"ASR ≥ {ASR_POWERED}", asr >= ASR_POWERED))
             continue
         ca = _mean(done, "clean_accuracy")
-        reference, what = (clean_ca, "the no-attack run's") if clean_ca is not None else (
+        own = clean_ca.get(group[0][2])
+        reference, what = (own, "the no-attack run's") if own is not None else (
             _mean(done, "initial_clean_accuracy"), "the initial model's")
         if ca is None or reference is None:
             verdicts.append(Verdict(label, "untargeted", "no completed FedAvg run",

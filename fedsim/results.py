@@ -228,9 +228,18 @@ def scenario_of(run: Run, axes: list[Axis]) -> str:
     return described if labels in ("", described) else f"{described} ({labels})"
 
 
+def setting_of(run: Run, axes: list[Axis]) -> str:
+    """The run's labels on the axes that set neither a defense key nor an attack key (e.g.
+    the objective: "clip", "simclr"), joined by " / "; "" where there is none. Each setting
+    gets its own no-attack check (``fedsim.power.check``)."""
+    return " / ".join(label for axis, label in zip(axes, labels_of(run, axes))
+                      if not any(k.startswith((*DEFENSE_KEYS, "attack.")) for k in axis.keys))
+
+
 def power_check(runs: list[Run], axes: list[Axis]) -> list[power.Verdict]:
-    """The grid's power check (``fedsim.power.check``) over its runs."""
-    return power.check([(scenario_of(r, axes), r.config, r.summary) for r in runs])
+    """The grid's power check (``fedsim.power.check``) over its runs, a no-attack check per
+    setting (``setting_of``)."""
+    return power.check([(scenario_of(r, axes), r.config, r.summary, setting_of(r, axes)) for r in runs])
 
 
 def _mean_grid(runs: list[Run], axes: list[Axis], key: str):

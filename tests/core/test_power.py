@@ -297,3 +297,23 @@ def test_markdown_of_a_powered_and_of_an_unpowered_grid_in_full():
         "stopping an attack the baseline does not show.\n\n"
         "- badnet (backdoor): final ASR 0.900 (1 seeds); needs ASR ≥ 0.8 — powered\n"
         "- none (no attack): m; needs r — cannot be checked\n")
+
+
+def test_each_setting_has_its_own_no_attack_check_and_its_own_reference_for_an_untargeted_attack():
+    # CLIP gains (0.58 → 0.60) and SimCLR loses (0.89 → 0.79 < 0.89 − 0.03); a third CLIP
+    # seed-like run could hide it when pooled, so each setting is checked on its own.
+    runs = [("none (clip)", NO_ATTACK, s(0.60, initial_ca=0.58), "clip"),
+            ("none (simclr)", NO_ATTACK, s(0.79, initial_ca=0.89), "simclr"),
+            # LIE under CLIP: 0.55 is 0.05 below CLIP's own no-attack 0.60 (not shown), though
+            # 0.145 below the pooled 0.695
+            ("lie (clip)", LIE, s(0.55, initial_ca=0.58), "clip")]
+    verdicts = power.check(runs)
+    assert [(v.scenario, v.powered) for v in verdicts] == [
+        ("no attack (clip)", True), ("no attack (simclr)", False), ("lie (clip)", False)]
+    assert verdicts[1].measured == "final CA 0.790 vs initial 0.890 (1 seeds)"
+    assert verdicts[2].measured == "final CA 0.550, +0.050 below the no-attack run's 0.600 (1 seeds)"
+    # a setting with no attack-free run: its untargeted attack falls back to its initial model
+    v = power.check([("none (clip)", NO_ATTACK, s(0.70), "clip"), ("lie (simclr)", LIE, s(0.70, initial_ca=0.85), "simclr")])
+    assert [(x.scenario, x.powered) for x in v] == [("no attack (clip)", True), ("no attack (simclr)", None),
+                                                   ("lie (simclr)", True)]
+    assert "below the initial model's 0.850" in v[2].measured

@@ -305,6 +305,22 @@ def test_power_check_groups_the_runs_by_scenario():
         ("lie", "final CA 0.550, +0.150 below the no-attack run's 0.700 (1 seeds)", True)]
 
 
+def test_each_objective_is_a_setting_with_its_own_no_attack_check():
+    objective = Axis("objective", (("clip", {"objective": "clip"}), ("simclr", {"objective": "simclr"})))
+    on_off = Axis("attack", (("none", {"attack.enabled": False}), ("patch", {"attack.enabled": True})))
+    runs = [run("fedavg", None, 0, summary(ca=ca, initial_clean_accuracy=initial, asr=asr), objective=o,
+                **{"attack.enabled": attacked})
+            for o, attacked, ca, initial, asr in [("clip", False, 0.81, 0.72, 0.08), ("clip", True, 0.72, 0.72, 0.91),
+                                                  ("simclr", False, 0.80, 0.89, 0.11), ("simclr", True, 0.58, 0.89, 0.11)]]
+    axes = [RULE, objective, on_off]
+    assert [results.setting_of(r, axes) for r in runs] == ["clip", "clip", "simclr", "simclr"]
+    assert results.setting_of(runs[0], [RULE, ATTACK, on_off]) == ""
+    # pooled, the two attack-free runs (0.805 vs initial 0.805) would pass
+    assert [(v.scenario, v.powered) for v in results.power_check(runs, axes)] == [
+        ("no attack (clip)", True), ("no attack (simclr)", False),
+        ("badnet (clip / patch)", True), ("badnet (simclr / patch)", False)]
+
+
 # ---- the figures' numbers --------------------------------------------------------------------
 def _equal(a, b):
     return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == pytest.approx(y) for x, y in zip(a, b))
