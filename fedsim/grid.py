@@ -48,6 +48,22 @@ class Axis:
         return cls(data["name"], tuple((v["label"], v["settings"]) for v in data["values"]))
 
 
+def union_axes(recorded: list[Axis], new: list[Axis]) -> list[Axis] | None:
+    """The axes of a folder that two sweeps of one grid ran into (``--only`` subsets, one after
+    another): each axis's recorded values, then the new sweep's values whose labels it lacks; a
+    label in both takes the new sweep's settings (the cells it ran are those). None when the
+    two do not have the same axes in the same order (not one grid: the new sweep's axes
+    stand)."""
+    if [a.name for a in recorded] != [a.name for a in new]:
+        return None
+    merged = []
+    for old, now in zip(recorded, new):
+        current = dict(now.values)
+        values = [(label, current.pop(label, settings)) for label, settings in old.values]
+        merged.append(Axis(now.name, tuple(values + list(current.items()))))
+    return merged
+
+
 @dataclass(frozen=True)
 class Cell:
     name: str

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from fedsim import ray_session
 from fedsim.config import Config, ConfigError, invalid, problems_of, read_config, set_key, validate_config
-from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes, select
+from fedsim.grid import Axis, Cell, axes_of, axis_conflicts, axis_option, expand, merge_axes, select, union_axes
 from fedsim.report import RunDirectory, exclusive, new_run_directory, read_summary
 from fedsim.results import GRID_FILE, STATUS_FILE, write_results
 
@@ -329,6 +329,31 @@ def server_threads(cfg: Config, parallel: int) -> int | None:
     return max(1, ray_session.available_cpus() // parallel, math.ceil(cfg.resources.client_cpus))
 
 
+def grid_record(out: Path, config: str | Path, overrides, p: Plan) -> dict:
+    """What ``sweep.json`` in ``out`` records of the grid: the config, the ``--set`` overrides,
+    the axes, seeds and cells. A folder that already records a sweep of the same config and
+    overrides with the same axes (e.g. ``--only attack=none,badnet`` and then ``--only
+    attack=pgd4`` into one folder) keeps what it recorded and adds this sweep's values, seeds and
+    cells (``fedsim.grid.union_axes``), so that ``fedsim report`` labels every run the folder
+    holds; otherwise this sweep's grid replaces it."""
+    axes, seeds, cells = list(p.axes), {c.seed for c, _ in p.cells}, [c.name for c, _ in p.cells]
+    try:
+        old = json.loads((out / GRID_FILE).read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("config") == str(config) and old.get("overrides") == list(overrides):
+        try:
+            merged = union_axes([Axis.from_json(a) for a in old["axes"]], axes)
+        except (KeyError, TypeError, ValueError):
+            merged = None
+        if merged is not None:
+            axes = merged
+            seeds |= {s for s in old.get("seeds", []) if isinstance(s, int)}
+            cells = [c for c in old.get("cells", []) if isinstance(c, str) and c not in cells] + cells
+    return {"config": str(config), "overrides": list(overrides), "axes": [a.to_json() for a in axes],
+            "seeds": sorted(seeds), "cells": cells}
+
+
 def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int | None = None,
              power_warning: bool = True) -> list[dict]:
     """Run every cell of ``p`` under ``out`` (``sweep.json``: the grid; ``sweep.jsonl``: one
@@ -342,10 +367,7 @@ def run_plan(p: Plan, out: Path, *, config: str | Path, overrides=(), jobs: int 
 
 def _run_plan(p: Plan, out: Path, *, config: str | Path, overrides, jobs: int | None,
               power_warning: bool) -> list[dict]:
-    (out / GRID_FILE).write_text(json.dumps({
-        "config": str(config), "overrides": list(overrides), "axes": [a.to_json() for a in p.axes],
-        "seeds": sorted({c.seed for c, _ in p.cells}), "cells": [c.name for c, _ in p.cells],
-    }, indent=2) + "\n")
+    (out / GRID_FILE).write_text(json.dumps(grid_record(out, config, overrides, p), indent=2) + "\n")
     jobs = jobs or default_jobs([cfg for _, cfg in p.cells])
     done = [read_summary(out / cell.name).get("status") == "completed" for cell, _ in p.cells]
     side_by_side = [c for c, d in zip(p.cells, done) if in_process(c[1]) and not d] if jobs > 1 else []

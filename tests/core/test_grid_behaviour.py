@@ -161,3 +161,37 @@ def test_report_of_two_separate_runs_keeps_both(tmp_path):
     text = (tmp_path / "out" / "results.md").read_text()
     assert "warm_full.pt" in text and "unset" in text and "0.700" in text and "0.600" in text
     assert "?" not in text.split("## Power check")[0]
+
+
+# Two --only sweeps of one grid into one folder: sweep.json keeps both subsets' values.
+def test_a_second_only_sweep_into_a_folder_adds_its_values_to_the_recorded_grid(tmp_path):
+    import json
+
+    from fedsim.grid import union_axes
+    from fedsim.sweep_run import grid_record
+
+    config, out = tmp_path / "grid.toml", tmp_path / "out"
+    config.write_text(_GRID)
+    out.mkdir()
+    first = plan(config, only=["attack=none", "strategy.name=median,fedavg"])
+    (out / "sweep.json").write_text(json.dumps(grid_record(out, config, [], first)))
+    second = plan(config, only=["attack=lie"])
+    record = grid_record(out, config, [], second)
+    axes = [Axis.from_json(a) for a in record["axes"]]
+    assert [[label for label, _ in a.values] for a in axes] == [
+        ["fedavg", "median", "geometric_median"], ["none", "lie"]]
+    assert record["cells"][:4] == ["fedavg__none__seed0", "fedavg__none__seed1", "median__none__seed0",
+                                   "median__none__seed1"]
+    assert len(record["cells"]) == 4 + 6 and record["seeds"] == [0, 1]
+    # a run of the first sweep keeps its label
+    run = Run(Path("r"), {"strategy.name": "median", "attack.enabled": False}, {}, [], labels=None)
+    assert labels_of(run, axes) == ("median", "none")
+    # another config, other overrides or other axes: the new grid replaces the record
+    assert [a["name"] for a in grid_record(out, config, ["rounds=2"], second)["axes"]] == ["strategy.name", "attack"]
+    assert [v["label"] for v in grid_record(out, config, ["rounds=2"], second)["axes"][1]["values"]] == ["lie"]
+    assert union_axes([Axis("a", (("x", {"k": 1}),))], [Axis("b", (("x", {"k": 1}),))]) is None
+    # a label in both takes the new settings
+    assert union_axes([Axis("a", (("x", {"k": 1}), ("y", {"k": 2})))], [Axis("a", (("x", {"k": 3}),))]) == [
+        Axis("a", (("x", {"k": 3}), ("y", {"k": 2})))]
+    (out / "sweep.json").write_text("not json")
+    assert [v["label"] for v in grid_record(out, config, [], second)["axes"][1]["values"]] == ["lie"]
