@@ -79,7 +79,9 @@ def plan(config: str | Path, overrides=(), grid=(), seeds: int | None = None, ou
         axes, wrong = select(axes, item)
         problems += wrong
     problems += axis_conflicts(axes)
-    problems += [f"--set {item!r} sets a key the sweep varies ({key!r}); drop one of them"
+    problems += [f"--set {item!r} sets a key the sweep varies ({key!r}); drop one of them (a value "
+                 f"the grid lacks: add it to the config's [sweep] table, or run one cell with "
+                 f"`fedsim run CONFIG --set ...`)"
                  for item in overrides for key in (item.partition("=")[0].strip(),)
                  for axis in axes for swept in axis.keys
                  if key == swept or key.startswith(swept + ".") or swept.startswith(key + ".")]

@@ -166,7 +166,9 @@ def test_a_malformed_grid_exits_2(tmp_path, capsys, sweep, expect):
 def test_set_on_a_swept_key_is_refused(tmp_path, capsys):
     config = write_config(tmp_path, '[sweep]\n"strategy.name" = ["fedavg", "median"]\n')
     assert main(["sweep", config, "--set", "strategy.name='krum'", "--out", str(tmp_path / "o")]) == 2
-    assert "sets a key the sweep varies ('strategy.name')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sets a key the sweep varies ('strategy.name'); drop one of them" in err
+    assert "run one cell with `fedsim run CONFIG --set ...`" in err
 
 
 def test_run_takes_the_base_config_of_a_sweep_file_and_says_so(tmp_path, capsys, monkeypatch):
