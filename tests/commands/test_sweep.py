@@ -745,7 +745,7 @@ def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_config
     defenses = {f.stem for f in (root / "configs" / "defenses").glob("*.toml")}
     rules = defenses - CONTRASTIVE_DEFENSES
     assert {c.labels["defense"] for c, _ in p.cells} == rules | {"fedavg"}
-    assert len(p.cells) == len(rules | {"fedavg"}) * 7 * 3
+    assert len(p.cells) == len(rules | {"fedavg"}) * 8 * 3
     assert {c.labels["defense"] for c, _ in contrastive.cells} == CONTRASTIVE_DEFENSES | {"fedavg"}
     by_label = {c.labels["defense"]: cfg for c, cfg in [*p.cells, *contrastive.cells]}
     for name in defenses:  # the same rule, parameters and training mode as configs/defenses
@@ -766,7 +766,9 @@ def test_the_sweep_configs_of_the_repository_cross_every_defense_with_its_config
     # the powered norm-bounded value: 4 attackers, eps 3; the others keep the quickstart's 2
     assert attacks["pgd4"].malicious == [0, 1, 2, 3] and attacks["pgd4"].update.pgd_eps == 3.0
     assert attacks["pgd4"].data.enabled and attacks["pgd4"].update.name == "none"
-    assert all(a.malicious == [0, 1] for label, a in attacks.items() if label != "pgd4")
+    assert attacks["neurotoxin4"].malicious == [0, 1, 2, 3] and attacks["neurotoxin4"].update.pgd_eps == 3.0
+    assert attacks["neurotoxin4"].update.name == "neurotoxin" and attacks["neurotoxin4"].data.enabled
+    assert all(a.malicious == [0, 1] for label, a in attacks.items() if label not in {"pgd4", "neurotoxin4"})
 
 
 # ---- end to end: real runs through Flower -------------------------------------------------

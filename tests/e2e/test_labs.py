@@ -61,19 +61,23 @@ def test_the_sheet_gives_exactly_the_commands_its_run_script_runs(lab):
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
-def test_the_sheet_states_a_measured_run_time_of_at_most_five_minutes(lab):
-    m = re.search(r"Run time: (\d+) min (\d+) s", (lab / "README.md").read_text())
+def test_the_sheet_states_a_measured_run_time_within_the_labs_promise(lab):
+    # 5 minutes for a lab at the small size; 25 for one at the size that plants the backdoor
+    # under FedAvg (issue #22: a powered lab costs the quickstart's 10 rounds a run).
+    sheet = (lab / "README.md").read_text()
+    m = re.search(r"Run time: (\d+) min (\d+) s", sheet)
     assert m, f"{lab.name}/README.md states no 'Run time: M min S s'"
-    assert int(m[1]) * 60 + int(m[2]) <= 300
+    powered = re.search(r"\*\*Power check: powered", sheet) is not None
+    assert int(m[1]) * 60 + int(m[2]) <= (25 if powered else 5) * 60
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
-def test_every_cell_of_every_config_the_lab_runs_validates(lab):
-    for command, config in configs_of(lab):
-        assert command in ("sweep", "deploy"), command
-        assert (ROOT / config).is_file(), config
-        cells = plan(ROOT / config).cells  # raises ConfigError naming every problem
-        assert 1 <= len(cells) <= 12, (config, len(cells))
+def test_the_sheet_states_its_power_check_before_its_numbers(lab):
+    sheet = (lab / "README.md").read_text()
+    seen = sheet[sheet.index("## What you will see"):]
+    m = re.search(r"\*\*Power check: (powered|NOT powered)", seen)
+    assert m, f"{lab.name}/README.md: 'What you will see' states no power check"
+    assert m.start() < seen.index("|"), f"{lab.name}: the power check must come before the first table"
 
 
 @pytest.mark.slow
