@@ -80,6 +80,29 @@ def test_the_sheet_states_its_power_check_before_its_numbers(lab):
     assert m.start() < seen.index("|"), f"{lab.name}: the power check must come before the first table"
 
 
+def cells_by_labels(config: Path) -> dict:
+    return {tuple(sorted(c.labels.items())): cfg for c, cfg in plan(config).cells if c.seed == 0}
+
+
+def test_lab_two_is_a_block_of_the_headline_grid_so_its_numbers_are_that_grids():
+    lab, grid = (cells_by_labels(ROOT / p) for p in
+                 ("labs/02-robust-aggregators/sweep.toml", "configs/sweeps/defense-vs-attack.toml"))
+    assert len(lab) == 9
+    for labels, cfg in lab.items():
+        other = grid[labels]
+        assert cfg.name.replace("lab02-", "") == other.name.replace("defense-vs-attack-", "")
+        assert repr(cfg).replace(cfg.name, "") == repr(other).replace(other.name, ""), labels
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
+def test_every_cell_of_every_config_the_lab_runs_validates(lab):
+    for command, config in configs_of(lab):
+        assert command in ("sweep", "deploy"), command
+        assert (ROOT / config).is_file(), config
+        cells = plan(ROOT / config).cells  # raises ConfigError naming every problem
+        assert 1 <= len(cells) <= 12, (config, len(cells))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
 def test_every_config_of_the_lab_runs_at_reduced_size(lab, tmp_path):
