@@ -62,13 +62,13 @@ def test_the_sheet_gives_exactly_the_commands_its_run_script_runs(lab):
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
 def test_the_sheet_states_a_measured_run_time_within_the_labs_promise(lab):
-    # 5 minutes for a lab at the small size; 25 for one at the size that plants the backdoor
+    # 5 minutes for a lab at the small size; 30 for one at the size that plants the backdoor
     # under FedAvg (issue #22: a powered lab costs the quickstart's 10 rounds a run).
     sheet = (lab / "README.md").read_text()
     m = re.search(r"Run time: (\d+) min (\d+) s", sheet)
     assert m, f"{lab.name}/README.md states no 'Run time: M min S s'"
     powered = re.search(r"\*\*Power check: powered", sheet) is not None
-    assert int(m[1]) * 60 + int(m[2]) <= (25 if powered else 5) * 60
+    assert int(m[1]) * 60 + int(m[2]) <= (30 if powered else 5) * 60
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
@@ -84,13 +84,15 @@ def cells_by_labels(config: Path) -> dict:
     return {tuple(sorted(c.labels.items())): cfg for c, cfg in plan(config).cells if c.seed == 0}
 
 
-def test_lab_two_is_a_block_of_the_headline_grid_so_its_numbers_are_that_grids():
-    lab, grid = (cells_by_labels(ROOT / p) for p in
-                 ("labs/02-robust-aggregators/sweep.toml", "configs/sweeps/defense-vs-attack.toml"))
-    assert len(lab) == 9
-    for labels, cfg in lab.items():
+@pytest.mark.parametrize("lab", ["02-robust-aggregators", "03-adaptive-attacker"])
+def test_labs_two_and_three_are_blocks_of_the_headline_grid_so_their_numbers_are_that_grids(lab):
+    own, grid = (cells_by_labels(ROOT / p) for p in
+                 (f"labs/{lab}/sweep.toml", "configs/sweeps/defense-vs-attack.toml"))
+    assert len(own) == 9
+    for labels, cfg in own.items():
         other = grid[labels]
-        assert cfg.name.replace("lab02-", "") == other.name.replace("defense-vs-attack-", "")
+        prefix = f"lab0{lab[1]}-"
+        assert cfg.name.replace(prefix, "") == other.name.replace("defense-vs-attack-", "")
         assert repr(cfg).replace(cfg.name, "") == repr(other).replace(other.name, ""), labels
 
 
