@@ -10,6 +10,7 @@ students to open."""
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ LABS = sorted(p for p in (ROOT / "labs").iterdir() if p.is_dir() and re.match(r"
 # Reduced size: a few samples per client, a model from scratch (no warm-start pretraining);
 # rounds, clients, attacks and defenses stay as the lab has them.
 REDUCED = ["data.train_size=44", "data.test_size=40", "data.root_size=20", "model.init='scratch'",
-           "resources.total_cpus=2"]
+           "resources.total_cpus=2", "defense.cleanclip.min_pairs=20"]
 
 
 def commands_in_script(lab: Path) -> list[str]:
@@ -84,15 +85,41 @@ def cells_by_labels(config: Path) -> dict:
     return {tuple(sorted(c.labels.items())): cfg for c, cfg in plan(config).cells if c.seed == 0}
 
 
-@pytest.mark.parametrize("lab", ["02-robust-aggregators", "03-adaptive-attacker"])
-def test_labs_two_and_three_are_blocks_of_the_headline_grid_so_their_numbers_are_that_grids(lab):
-    own, grid = (cells_by_labels(ROOT / p) for p in
-                 (f"labs/{lab}/sweep.toml", "configs/sweeps/defense-vs-attack.toml"))
-    assert len(own) == 9
+@pytest.mark.parametrize(("lab", "grid", "size"), [
+    ("02-robust-aggregators", "defense-vs-attack", 9),
+    ("03-adaptive-attacker", "defense-vs-attack", 9),
+    ("05-contrastive", "contrastive-defenses", 6),
+])
+def test_the_powered_labs_are_blocks_of_a_measured_grid_so_their_numbers_are_that_grids(lab, grid, size):
+    own, cells = (cells_by_labels(ROOT / p) for p in
+                  (f"labs/{lab}/sweep.toml", f"configs/sweeps/{grid}.toml"))
+    assert len(own) == size
     for labels, cfg in own.items():
-        other = grid[labels]
-        assert cfg.name.split("-", 1)[1] == other.name.removeprefix("defense-vs-attack-")
+        other = cells[labels]
+        assert cfg.name.split("-", 1)[1] == other.name.removeprefix(f"{grid}-")
         assert cfg.model_copy(update={"name": other.name}) == other, labels  # every other field equal
+
+
+def test_lab_four_part_one_is_an_attack_the_mean_cannot_survive_beside_its_no_attack_runs():
+    # Its power check (issue #22) rests on IPM's arithmetic: with h honest updates ≈ μ and m
+    # attackers at −ε·μ, FedAvg aggregates (h − m·ε)/(h + m)·μ, which points backwards only
+    # when ε > h/m. A smaller ε (the paper's 0.5, part 2) leaves the mean going forward, and
+    # without a no-attack cell per rule there is nothing to read a rule's CA against.
+    cells = cells_by_labels(ROOT / "labs/04-byzantine/sweep.toml")
+    rules = {dict(k)["defense"] for k in cells}
+    assert rules == {"fedavg", "krum", "median", "bulyan"}
+    for labels, cfg in cells.items():
+        attack = dict(labels)["attack"]
+        assert cfg.clients.per_round == cfg.clients.num == 11  # Bulyan with f = 2 needs n ≥ 11
+        if attack == "none":
+            assert not cfg.attack.enabled
+            continue
+        assert cfg.attack.enabled and cfg.attack.byzantine.name == "ipm"
+        m = len(cfg.attack.malicious)
+        h = cfg.clients.num - m
+        eps = cfg.attack.byzantine.params["epsilon"]
+        assert (h - m * eps) / (h + m) <= -1.0 + 1e-9, (labels, eps)  # at least one honest step back
+    assert {dict(k)["attack"] for k in cells} == {"none", "ipm10"}
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
@@ -104,6 +131,22 @@ def test_every_cell_of_every_config_the_lab_runs_validates(lab):
         assert 1 <= len(cells) <= 12, (config, len(cells))
 
 
+def reduced_last_cell(config: Path) -> Plan:
+    """The config's last cell with every REDUCED value, also those an axis value sets (lab 5's
+    CleanCLIP value sets data.root_size): ``--set`` on a swept key is refused, so those are
+    applied to the cell's validated config afterwards."""
+    swept = {key for axis in plan(config).axes for key in axis.keys}
+    full = plan(config, [o for o in REDUCED if o.partition("=")[0] not in swept])
+    cell, cfg = full.cells[-1]
+    for item in REDUCED:
+        key, _, value = item.partition("=")
+        if key in swept:
+            section, field = key.split(".")
+            value = tomllib.loads(f"v = {value}")["v"]
+            cfg = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update={field: value})})
+    return Plan(full.axes, [(cell, cfg)])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LABS, ids=lambda p: p.name)
 def test_every_config_of_the_lab_runs_at_reduced_size(lab, tmp_path):
@@ -111,8 +154,7 @@ def test_every_config_of_the_lab_runs_at_reduced_size(lab, tmp_path):
         if command == "deploy":
             continue  # the Deployment Engine path: tests/commands/test_deployment.py (minutes a run)
         out = tmp_path / Path(config).stem
-        full = plan(ROOT / config, REDUCED)
-        p = Plan(full.axes, full.cells[-1:])
+        p = reduced_last_cell(ROOT / config)
         statuses = run_plan(p, out, config=config, overrides=REDUCED)
         assert [s["status"] for s in statuses] == ["completed"] * len(p.cells), statuses
         for name in ("results.md", "results.csv", "heatmap_asr.png", "curves_asr.png"):
