@@ -3,7 +3,6 @@ by the test (``ray start --head``), a tiny run on it, the cluster left running b
 stopped by the test."""
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -11,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.ray_session import end_ray, session_processes
+from fedsim.ray_session import end_ray, free_port, session_processes
 from fedsim.runner import backend_config, load
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_backend_config_connects_to_the_address_and_asks_nothing_of_this_machine():
@@ -32,7 +25,7 @@ def test_backend_config_connects_to_the_address_and_asks_nothing_of_this_machine
 
 def test_a_run_on_a_one_node_cluster_completes_and_leaves_the_cluster_running(tmp_path):
     head = Path(tempfile.mkdtemp(prefix="fedsim-ray-"))  # short: Ray's sockets live in it
-    port = _free_port()
+    port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     try:
         subprocess.run([ray, "start", "--head", f"--port={port}", f"--temp-dir={head}", "--num-cpus=2",
@@ -57,3 +50,29 @@ def test_a_run_on_a_one_node_cluster_completes_and_leaves_the_cluster_running(tm
     finally:
         end_ray(head)
     assert session_processes(head) == [] and not head.exists()
+
+
+def test_two_shared_clusters_side_by_side_both_run_work(tmp_path):
+    # Two sweeps on one machine each start a cluster (`ray start --head`, Ray's default ports
+    # for everything but the GCS): both must stay whole and run work. (Checked 2026-12-07 as the
+    # cause of a CI run that died beside a sweep — not it: with ray[default] absent the dashboard
+    # agents bind no HTTP port; both Ray client servers listen on 10001 — gRPC's SO_REUSEPORT —
+    # which fedsim never uses: it connects to the GCS address.)
+    from fedsim import ray_session
+
+    clusters = []
+    try:
+        for _ in range(2):
+            clusters.append(ray_session.start_cluster(1))
+        code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "print(ray.get(ray.remote(lambda: 6 * 7).remote(), timeout=120))")
+        for folder, address in clusters:
+            done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=300,
+                                  check=False)
+            assert done.returncode == 0 and done.stdout.split()[-1] == "42", done.stderr[-2000:]
+        for folder, _ in clusters:  # both nodes still whole after the other's work
+            assert any("raylet" in p.name() for p in session_processes(folder)), folder
+    finally:
+        for folder, _ in clusters:
+            end_ray(folder)
+    assert all(session_processes(f) == [] and not f.exists() for f, _ in clusters)
