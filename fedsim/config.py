@@ -243,6 +243,10 @@ class SimCLRConfig(_Section):
     projection_dim: int = Field(128, ge=1, description="output size of the projection head (128 in the paper)")
     knn_k: int = Field(200, ge=1, description="neighbours of the weighted kNN evaluation")
     knn_temperature: float = Field(0.1, gt=0, description="τ of the kNN vote weights exp(s/τ)")
+    batchnorm: Literal["clean", "augmented"] = Field(
+        "clean", description="BatchNorm's running statistics in local training: 'clean' (the step "
+        "of the batch's clean images; the views use their batch statistics but update nothing) or "
+        "'augmented' (the reference's: the views' statistics, which the evaluation then uses)")
 
 
 class DefenseConfig(_Section):

@@ -68,6 +68,25 @@ def update_batchnorm(model: torch.nn.Module, images: torch.Tensor) -> None:
             m.train(mode)
 
 
+@contextmanager
+def batch_statistics_only(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Every BatchNorm layer of ``model`` that is in training mode normalises with the batch's
+    own statistics for the duration, as in training mode, but updates neither its running
+    statistics nor ``num_batches_tracked`` (``track_running_stats`` off; the layers' buffers
+    are untouched). For a loss that needs training-mode normalisation of images that are not
+    the client's data as it is — SimCLR's augmented views, whose batch statistics are part of
+    what NT-Xent learns with (the paper's global BN) — while the running statistics, which the
+    evaluation uses and FedAvg averages, take the clean images' step (``update_batchnorm``)."""
+    layers = [m for m in batchnorms(model) if m.training and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
 # (model, row indices of the batch, epoch) → the batch's loss
 BatchLoss = Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]
 

@@ -43,7 +43,7 @@ class Objective:
     def client_training(self, section) -> Callable | None:
         """Every client's training mode where the objective imposes one (SimCLR's NT-Xent at
         ``[simclr] temperature``), else None: the clients' own modes decide."""
-        return partial(simclr, temperature=section.temperature) if self.image_only else None
+        return partial(simclr, temperature=section.temperature, batchnorm=section.batchnorm) if self.image_only else None
 
     def warm_state(self, fresh: dict, warm: dict) -> dict:
         """The initial state from the warm-start CLIP's: all of it, or for an image-only model

@@ -11,7 +11,7 @@ import torch
 from fedsim.evaluation import Evaluator, SimCLREvaluator
 from fedsim.objectives import OBJECTIVES, simclr
 
-SECTION = SimpleNamespace(projection_dim=16, temperature=0.3, knn_k=7, knn_temperature=0.2)
+SECTION = SimpleNamespace(projection_dim=16, temperature=0.3, knn_k=7, knn_temperature=0.2, batchnorm="augmented")
 
 
 def test_the_registry_holds_exactly_the_config_values():
@@ -29,7 +29,7 @@ def test_simclr_is_the_image_tower_with_a_head_and_clip_the_whole_model():
 
 def test_simclr_imposes_nt_xent_at_its_temperature_and_clip_imposes_nothing():
     imposed = OBJECTIVES["simclr"].client_training(SECTION)
-    assert imposed.func is simclr and imposed.keywords == {"temperature": 0.3}
+    assert imposed.func is simclr and imposed.keywords == {"temperature": 0.3, "batchnorm": "augmented"}
     assert OBJECTIVES["clip"].client_training(SECTION) is None
 
 

@@ -135,6 +135,63 @@ def test_simclr_training_mode_lowers_its_loss_on_shapes():
     assert held_out_loss() < before - 0.1
 
 
+def _bn_buffers(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("batchnorm", ["clean", "augmented"])
+def test_simclr_running_statistics_at_lr_0_are_the_clean_images_step(batchnorm):
+    """Issue #22's BatchNorm check at lr 0 (weights unchanged): with ``batchnorm = "clean"``
+    a SimCLR epoch leaves every BatchNorm buffer exactly as training-mode forwards of the same
+    clean batches (``update_batchnorm``, in the same order) leave it — what the evaluation and
+    FedAvg then see — and no weight moves; the reference's "augmented" handling leaves the
+    views' statistics instead (the artifact: 0.887 → 0.863 kNN CA in two rounds at lr 1e-12)."""
+    from fedsim.training import batches, train_epochs, update_batchnorm
+
+    model, preprocess, tokenizer = create_model_and_transforms("fedsim-tiny-resnet", projection_dim=16)
+    reference, _, _ = create_model_and_transforms("fedsim-tiny-resnet", projection_dim=16)
+    reference.load_state_dict(model.state_dict())
+    data = load_split("shapes", "train", 64, 0)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running_" not in k and "num_batches" not in k}
+    loss = simclr(model, data.images, data.captions, tokenizer=tokenizer, preprocess=preprocess,
+                  generator=torch.Generator().manual_seed(1), epoch_offset=0, temperature=0.5,
+                  batchnorm=batchnorm)
+    train_epochs(model, data.images, None, preprocess=preprocess, epochs=2, lr=0.0, batch_size=32,
+                 weight_decay=0.0, generator=torch.Generator().manual_seed(0), batch_loss=loss)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    order = torch.Generator().manual_seed(0)
+    reference.train()
+    for _ in range(2):
+        for idx in batches(64, 32, order):
+            update_batchnorm(reference, preprocess(data.images[idx]))
+    got, clean = _bn_buffers(model), _bn_buffers(reference)
+    assert got.keys() == clean.keys() and len(got) > 0
+    if batchnorm == "clean":
+        assert all(torch.equal(got[k], clean[k]) for k in got)
+    else:
+        assert any(not torch.allclose(got[k].float(), clean[k].float(), atol=1e-3) for k in got if "running_mean" in k)
+
+
+def test_simclr_loss_in_eval_mode_leaves_batchnorm_alone():
+    """Measuring the loss with the model in eval mode (as a held-out check does) must not
+    update the running statistics through the clean pass."""
+    model, preprocess, tokenizer = create_model_and_transforms("fedsim-tiny-resnet", projection_dim=16)
+    data = load_split("shapes", "train", 32, 0)
+    before = _bn_buffers(model)
+    loss = simclr(model, data.images, data.captions, tokenizer=tokenizer, preprocess=preprocess,
+                  generator=torch.Generator().manual_seed(1), epoch_offset=0, temperature=0.5)
+    model.eval()
+    with torch.no_grad():
+        loss(model, torch.arange(32), 0)
+    assert all(torch.equal(before[k], v) for k, v in _bn_buffers(model).items())
+
+
+def test_simclr_refuses_an_unknown_batchnorm_handling():
+    with pytest.raises(ValueError, match="batchnorm='eval'; allowed: clean, augmented"):
+        simclr(None, None, None, tokenizer=None, preprocess=None, generator=None, epoch_offset=0,
+               temperature=0.5, batchnorm="eval")
+
+
 def test_simclr_model_is_the_image_tower_and_a_two_layer_head():
     model, preprocess, _ = create_model_and_transforms("fedsim-tiny-resnet", projection_dim=16)
     clip, _, _ = create_model_and_transforms("fedsim-tiny-resnet")
