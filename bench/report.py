@@ -140,6 +140,9 @@ def sweep(r: dict) -> list[str]:
         f"{_goal(r['cells_per_hour_ratio'] >= 3)} |",
         f"| sum of the cells' plain loops | {r['plain_sum_s']:.0f} s | | sweep ≤ 0.75× this: "
         f"{r['now_over_plain_sum']:.2f}, {_goal(r['now_over_plain_sum'] <= 0.75)} |",
+        *([f"| the same plain loops, one thread each, {r['jobs']} at a time (the floor for cells side by "
+           f"side) | {r['floor_s']:.0f} s | | {r['floor_over_plain_sum']:.2f}× the sum above; the sweep is "
+           f"{r['now_over_floor']:.2f}× this | |"] if "floor_s" in r else []),
         "",
     ]
 

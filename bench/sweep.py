@@ -2,7 +2,10 @@
 cells, ``--jobs`` of them side by side) against the sweep as it ran when issue #21 was filed
 (every cell a Flower simulation on Ray, one cell after another), and the sweep's wall time
 against the sum of its cells' plain PyTorch loops (``bench/overhead.py``'s ``plain_loop``:
-the same clients' steps, FedAvg and evaluation in one process with every thread).
+the same clients' steps, FedAvg and evaluation in one process with every thread), and against
+the floor for cells side by side: the same plain loops with one thread each, as many at once
+as the sweep runs cells, in worker processes whose imports are done before the clock starts
+(what a sweep of one-thread cells would take with no cost of its own).
 
     python bench/sweep.py [--cells 4] [--set key=value ...] [--json]
 
@@ -36,6 +39,33 @@ from fedsim.pretrain import warm_start  # noqa: E402
 from fedsim.runner import load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep.json"
+
+
+def _ready(_: int) -> None:
+    """A pool task that holds its worker a moment, so that every worker has started (and
+    imported what the fork server preloads) before the timed tasks."""
+    time.sleep(1.0)
+
+
+def _plain_one_thread(cfg_json: str) -> float:
+    from fedsim.config import Config
+
+    cfg = Config.model_validate_json(cfg_json)
+    cfg = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"total_cpus": 1})})
+    return plain_loop(cfg)["wall_s"]
+
+
+def _floor(cfgs: list, jobs: int) -> float:
+    """Wall seconds of the cells' plain loops at one torch thread each, ``jobs`` at a time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["fedsim.runner", "overhead"])
+    with context.Pool(jobs) as pool:
+        pool.map(_ready, range(jobs), chunksize=1)
+        t0 = time.perf_counter()
+        pool.map(_plain_one_thread, [cfg.model_dump_json() for cfg in cfgs], chunksize=1)
+        return time.perf_counter() - t0
 DEFAULTS = ["rounds=3", "data.train_size=600", "data.test_size=300", "attack.enabled=false"]
 
 
@@ -78,6 +108,11 @@ def main() -> None:
     for cfg in cfgs:
         plain.append(plain_loop(cfg)["wall_s"])
         print(f"plain loop, seed {cfg.seed}: {plain[-1]:.1f} s", flush=True)
+    from fedsim.sweep_run import default_jobs
+
+    jobs = default_jobs(cfgs)
+    floor = _floor(cfgs, jobs)
+    print(f"plain loops, one thread each, {jobs} at a time: {floor:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as d:
         before = _sweep(Path(d) / "ray", args.cells, [*sets, 'resources.engine="ray"'], ["--jobs", "1"])
         print(f"sweep, every cell on Ray, one at a time: {before['wall_s']:.1f} s", flush=True)
@@ -94,10 +129,12 @@ def main() -> None:
         "before_s": before["wall_s"], "now_s": now["wall_s"],
         "before_cells_per_hour": args.cells * hour / before["wall_s"],
         "now_cells_per_hour": args.cells * hour / now["wall_s"],
-        "same_numbers": same,
+        "same_numbers": same, "jobs": jobs, "floor_s": floor,
     }
     out["cells_per_hour_ratio"] = out["now_cells_per_hour"] / out["before_cells_per_hour"]
     out["now_over_plain_sum"] = now["wall_s"] / out["plain_sum_s"]
+    out["now_over_floor"] = now["wall_s"] / floor
+    out["floor_over_plain_sum"] = floor / out["plain_sum_s"]
     print(f"cells per hour: {out['now_cells_per_hour']:.0f} against {out['before_cells_per_hour']:.0f} "
           f"({out['cells_per_hour_ratio']:.2f}×, goal ≥ 3); wall / sum of plain loops "
           f"{out['now_over_plain_sum']:.2f} (goal ≤ 0.75); same numbers cell by cell: {same}")
