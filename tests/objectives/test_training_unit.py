@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fedsim.training import (
+    batch_statistics_only,
     batches,
     batchnorms,
     clip_loss,
@@ -264,3 +265,31 @@ def test_warmup_cosine_defaults_to_a_tenth_and_warms_up_at_least_one_step():
     assert warmup_cosine(1.0)(1, 1) == pytest.approx(1.0)
     # total − w = 1: the end of the decay (step = total) is 0
     assert warmup_cosine(0.5)(2, 2) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_batch_statistics_only_normalises_by_the_batch_and_updates_nothing():
+    """Inside: a training-mode layer gives (x − batch mean) / sqrt(batch var + eps) (biased
+    variance, computed here by hand), its running statistics and batch count stay as they
+    were; an eval-mode layer keeps normalising by its running statistics. After: tracking is
+    back on, also after an error inside."""
+    torch.manual_seed(0)
+    train_bn, eval_bn = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    eval_bn.running_mean.fill_(0.5)
+    eval_bn.running_var.fill_(4.0)
+    eval_bn.eval()
+    model = torch.nn.Sequential(train_bn, eval_bn)
+    x = torch.randn(8, 3) * 3 + 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with batch_statistics_only(model):
+        y = train_bn(x)
+        z = eval_bn(x)
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    torch.testing.assert_close(y, (x - mean) / torch.sqrt(var + train_bn.eps))
+    torch.testing.assert_close(z, (x - 0.5) / math.sqrt(4.0 + eval_bn.eps))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert train_bn.track_running_stats and eval_bn.track_running_stats
+    with pytest.raises(RuntimeError), batch_statistics_only(model):
+        raise RuntimeError("inside")
+    assert train_bn.track_running_stats
+    train_bn(x)  # tracking again: the running statistics move
+    assert not torch.equal(train_bn.running_mean, before["0.running_mean"])
