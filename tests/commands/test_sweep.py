@@ -684,6 +684,14 @@ def test_ctrl_c_interrupts_every_running_cell_starts_no_other_and_keeps_what_fin
 def test_a_worker_that_does_not_end_is_told_again_then_killed(tmp_path, monkeypatch, threads):
     class Stubborn(Overlapping):
         def __call__(self, cfg, run_dir, **kw):
+            # Ctrl-C only once both cells have begun: pressed by the first at once, it could
+            # reach the sweep before it started the second (seen on a loaded 2-core CI run)
+            with self.lock:
+                self.begun += 1
+            for _ in range(500):
+                if self.begun >= 2:
+                    break
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGINT)
             threading.current_thread().stop.wait(5)  # deaf to the first Ctrl-C...
             time.sleep(1.5)  # ...and the second
