@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = [*DEFAULTS, *args.set]
     # "run": fedsim run as it runs by default (the in-process engine where "auto" picks it);
     # "ray": the same on Flower's simulation engine, the "simulation" issue #21 compared with
-    runs = {"run": [], "ray": [], "deploy": []}
-    extra = {"run": [], "ray": ['resources.engine="ray"'], "deploy": []}
+    variants = {"run": ("run", []), "ray": ("run", ['resources.engine="ray"']), "deploy": ("deploy", [])}
+    runs = {name: [] for name in variants}
     for i in range(args.repeat):
-        for command in runs:
-            r = one("run" if command == "ray" else command, [*sets, *extra[command]])
+        for command, (cli, extra) in variants.items():
+            r = one(cli, [*sets, *extra])
             runs[command].append(r)
             print(f"repeat {i + 1}/{args.repeat} {command:6s} {r['wall_s']:6.1f} s  rounds "
                   + " ".join(f"{s:.1f}" for s in r["rounds_s"]), flush=True)

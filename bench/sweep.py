@@ -39,6 +39,7 @@ from fedsim.pretrain import warm_start  # noqa: E402
 from fedsim.runner import load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep.json"
+DEFAULTS = ["rounds=3", "data.train_size=600", "data.test_size=300", "attack.enabled=false"]
 
 
 def _ready(_: int) -> None:
@@ -66,7 +67,6 @@ def _floor(cfgs: list, jobs: int) -> float:
         t0 = time.perf_counter()
         pool.map(_plain_one_thread, [cfg.model_dump_json() for cfg in cfgs], chunksize=1)
         return time.perf_counter() - t0
-DEFAULTS = ["rounds=3", "data.train_size=600", "data.test_size=300", "attack.enabled=false"]
 
 
 def _sweep(out: Path, cells: int, sets: list[str], extra: list[str]) -> dict:
