@@ -224,8 +224,10 @@ def sweep(config_path: str | Path, out: str | Path | None = None, *, grid: Mappi
     overrides as for ``run`` in every cell. Writes the sweep folder (default
     ``runs/sweep-<file name>``; a re-run skips completed cells) and returns ``runs(out)``.
     Raises ConfigError before anything runs when a cell is invalid."""
-    from fedsim.sweep_run import default_out, plan, run_plan
+    from fedsim.sweep_run import default_out, plan, run_plan, start_worker_server
 
+    if jobs != 1:  # the cells' workers' imports beside plan's own
+        start_worker_server()
     sets = _merged(overrides, sets)
     grid_items = overrides_of({key: list(values) for key, values in (grid or {}).items()})
     only_items = [f"{axis}={','.join([labels] if isinstance(labels, str) else labels)}"

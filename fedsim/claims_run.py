@@ -104,8 +104,10 @@ def run_claims(path: str | Path, out: str | Path, *, seeds: int | None = None, o
     from fedsim.provenance import git_commit, cpu_model
     from fedsim.report import read_summary
     from fedsim.runner import load
-    from fedsim.sweep_run import plan, run_plan
+    from fedsim.sweep_run import plan, run_plan, start_worker_server
 
+    if not report_only and jobs != 1:  # the cells' workers' imports beside plan's own
+        start_worker_server()
     path, out = Path(path), Path(out)
     claims, default_seeds = load_claims(path)
     unknown = [i for i in only if i not in {c.id for c in claims}]

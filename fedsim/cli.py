@@ -255,12 +255,14 @@ def _sweep(config: str, out: str | None, overrides: list[str], grid: list[str], 
     from fedsim.config import ConfigError
     from fedsim.report import RunDirectoryError
     from fedsim.results import STATUS_FILE
-    from fedsim.sweep_run import default_jobs, default_out, in_process, plan, run_plan
+    from fedsim.sweep_run import default_jobs, default_out, in_process, plan, run_plan, start_worker_server
 
     folder = Path(out) if out is not None else default_out(config)
     if folder.exists() and not folder.is_dir():
         print(f"fedsim: --out {str(folder)!r} is not a directory", file=sys.stderr)
         return 2
+    if jobs != 1:  # the cells' workers' imports beside plan's own (start_worker_server)
+        start_worker_server()
     try:
         p = plan(config, overrides, grid, seeds, out=folder, only=only)
     except ConfigError as e:

@@ -168,7 +168,6 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
     ray_dir = None
     try:
         import torch
-        from flwr.simulation import run_simulation
 
         if resume is None:
             run_dir.write_config(cfg.to_toml())
@@ -192,6 +191,9 @@ def _run(cfg: Config, run_dir: RunDirectory, *, verbose: bool, log, resume: dict
                 run_server(StoppableGrid(grid, stop), cfg, run_dir, log=log, resume=resume,
                            assign_partitions=True, server=server, on_initial=on_initial)
         else:
+            # only here: flwr.simulation costs ≈ 1 s to import, which an in-process run need not pay
+            from flwr.simulation import run_simulation
+
             if ray_address is None:
                 ray_dir = ray_session.new_ray_dir()
                 (run_dir.path / RAY_SESSION).write_text(str(ray_dir))

@@ -185,6 +185,19 @@ def test_the_in_process_engine_and_flowers_ray_simulation_give_identical_rounds(
 
 
 @pytest.mark.slow
+def test_an_in_process_run_imports_neither_flowers_simulation_nor_ray(tmp_path):
+    # flwr.simulation costs about a second to import: a cell of a sweep or a `fedsim run` on
+    # this engine has no use for it
+    sets = [*SAME, "rounds=1", "resources.engine='inprocess'"]
+    code = ("import sys; from fedsim.runner import load, run; "
+            f"s = run(load(None, {sets!r}), {str(tmp_path / 'run')!r}, log=lambda m: None); "
+            "print(s['status'], [m for m in ('flwr.simulation', 'ray') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "completed []"
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_the_in_process_engine_ends_with_exit_130_and_no_process_left(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "fedsim.cli", "run", "configs/quickstart.toml", "--out", str(out),

@@ -865,3 +865,18 @@ def test_cells_side_by_side_give_each_cell_the_numbers_of_the_same_run_alone(tmp
         side = json.loads((cell / "summary.json").read_text())
         assert {k: side[k] for k in side if k.startswith("initial")} == \
             {k: alone[k] for k in alone if k.startswith("initial")}, cell.name
+
+
+@pytest.mark.parametrize("jobs, expect", [([], ["fork server", "plan"]), (["--jobs", "2"], ["fork server", "plan"]),
+                                          (["--jobs", "1"], ["plan"])])
+def test_the_workers_fork_server_starts_before_the_cells_are_planned_unless_one_job_is_asked(
+        tmp_path, monkeypatch, jobs, expect):
+    # plan imports fedsim.runner (the registries' checks) and so does the fork server the
+    # workers come from: started first, its import runs beside plan's instead of after it
+    seen = []
+    real_plan = sweep.plan
+    monkeypatch.setattr(sweep, "start_worker_server", lambda: seen.append("fork server"))
+    monkeypatch.setattr(sweep, "plan", lambda *a, **k: (seen.append("plan"), real_plan(*a, **k))[1])
+    monkeypatch.setattr(sweep, "run_plan", lambda *a, **k: [])
+    assert main(["sweep", write_config(tmp_path, "[sweep]\nseeds = 2\n"), "--out", str(tmp_path / "out"), *jobs]) == 0
+    assert seen == expect
