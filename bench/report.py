@@ -129,11 +129,11 @@ def deployment(r: dict) -> list[str]:
     ]
 
 
-def sweep(r: dict) -> list[str]:
+def sweep(r: dict, heading: bool = True) -> list[str]:
+    options = "".join(f" --set {s}" for s in r.get("extra", [])) + (f" --tag {r['tag']}" if r.get("tag") else "")
     return [
-        "## 5. Sweeps: cells per hour",
-        "",
-        f"`python bench/sweep.py --cells {r['cells']} --json` — {r['cells']} cells (seeds) of "
+        *(["## 5. Sweeps: cells per hour", ""] if heading else []),
+        f"`python bench/sweep.py --cells {r['cells']}{options} --json` — {r['cells']} cells (seeds) of "
         f"`configs/quickstart.toml` with {', '.join(f'`{c}`' for c in r['config'])}; {r['date']}, "
         f"{r['machine']}, load average at the end {r['load_average'][0]:.1f}. One measurement each, one "
         f"after another; same numbers cell by cell in both sweeps: {r['same_numbers']}.",
@@ -163,9 +163,9 @@ def main() -> int:
                      ("deployment", deployment), ("sweep", sweep)):
         data = _load(name)
         parts += fn(data) if data else [f"## {name}", "", f"Not measured (no `bench/results/{name}.json`).", ""]
-        if name == "overhead":  # the same comparison at other sizes (overhead.py --tag)
-            for path in sorted(RESULTS.glob("overhead-*.json")):
-                parts += overhead(json.loads(path.read_text()), heading=False)
+        if name in ("overhead", "sweep"):  # the same comparison at other sizes (--tag)
+            for path in sorted(RESULTS.glob(f"{name}-*.json")):
+                parts += fn(json.loads(path.read_text()), heading=False)
     if FINDINGS.is_file():
         parts += [FINDINGS.read_text().rstrip(), ""]
     OUT.write_text("\n".join(parts))

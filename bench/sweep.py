@@ -7,7 +7,7 @@ the floor for cells side by side: the same plain loops with one thread each, as 
 as the sweep runs cells, in worker processes whose imports are done before the clock starts
 (what a sweep of one-thread cells would take with no cost of its own).
 
-    python bench/sweep.py [--cells 4] [--set key=value ...] [--json]
+    python bench/sweep.py [--cells 4] [--set key=value ...] [--json] [--tag TAG]
 
 The cells are seeds of one config — by default the cell size of the headline grid when the
 issue was filed (``configs/sweeps/defense-vs-attack.toml`` of 2026-11-25: the quickstart at 3
@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=4, help="seeds of the config (the sweep's cells)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", action="store_true", help="also write bench/results/sweep.json")
+    ap.add_argument("--tag", default=None, help="with --json: write bench/results/sweep-TAG.json instead "
+                    "(another cell size beside the default one)")
     args = ap.parse_args()
     sets = [*DEFAULTS, *args.set]
     base = load(ROOT / "configs" / "quickstart.toml", sets)
@@ -122,7 +124,7 @@ def main() -> None:
     same = before["rounds"] == now["rounds"]
     hour = 3600.0
     out = {
-        "config": sets, "cells": args.cells, "engine": base.engine(),
+        "config": sets, "extra": args.set, "tag": args.tag, "cells": args.cells, "engine": base.engine(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
         "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
         "plain_s": plain, "plain_sum_s": sum(plain),
@@ -140,7 +142,8 @@ def main() -> None:
           f"{out['now_over_plain_sum']:.2f} (goal ≤ 0.75); same numbers cell by cell: {same}")
     if args.json:
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+        path = RESULTS.with_name(f"sweep-{args.tag}.json") if args.tag else RESULTS
+        path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,51 @@ def test_list_shows_each_entrys_parameters_with_defaults_and_which_are_required(
     assert main(["list", "attacks"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "[params: gamma = 'auto']" in text and "lie LIE" in text and "[params: z = None]" in text
+
+
+# ---- the console script's exit (fedsim.cli.entry) -------------------------------------------
+def _entry(argv: list[str], before: str = "") -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    code = (f"import atexit, sys, threading, time\n{before}\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            f"sys.argv = ['fedsim', *{argv!r}]\n"
+            "from fedsim.cli import entry\nentry()\nprint('not reached')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_command_exits_with_mains_status_its_output_whole_and_its_atexit_handlers_run():
+    done = _entry(["list", "rules"])
+    assert done.returncode == 0, done.stderr
+    assert "fedavg" in done.stdout and "multi_krum" in done.stdout
+    assert done.stdout.endswith("atexit ran\n")  # after everything main printed; nothing after entry
+    bad = _entry(["validate", "no-such-config.toml"])
+    assert bad.returncode == 2
+    assert "no-such-config.toml" in bad.stderr and bad.stdout == "atexit ran\n"
+
+
+def test_a_thread_still_running_when_the_command_ends_is_waited_for():
+    late = ("def late():\n    time.sleep(1.0)\n    print('thread done', flush=True)\n"
+            "threading.Thread(target=late).start()")
+    done = _entry(["list", "rules"], before=late)
+    assert done.returncode == 0, done.stderr
+    assert "thread done\n" in done.stdout and done.stdout.endswith("atexit ran\n")
+
+
+def test_the_workers_fork_server_is_ended_at_once_and_a_later_sweep_starts_another():
+    import os
+    from multiprocessing import forkserver
+
+    from fedsim.sweep_run import start_worker_server, stop_worker_server
+
+    start_worker_server()
+    pid = forkserver._forkserver._forkserver_pid
+    assert pid is not None
+    stop_worker_server()
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
+    assert forkserver._forkserver._forkserver_pid is None
+    stop_worker_server()  # none running: nothing to do
+    start_worker_server()
+    assert forkserver._forkserver._forkserver_pid not in (None, pid)
